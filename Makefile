@@ -1,0 +1,41 @@
+# Everything the project needs is installed by these targets, into .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-core
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test test-slow venv dev system-deps clean
+
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import sys; sys.exit("automl needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+venv: $(STAMP)
+
+# torch first, pinned to the CPU build; then the extras that need it.
+$(DEV_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[dev,deep]"
+	touch $@
+
+dev: $(DEV_STAMP)
+
+# PostgreSQL and Chromium for the storage and browser tests (skipped when they cannot be installed).
+system-deps:
+	@bash scripts/install-test-deps.sh || echo "automl: optional test dependencies could not be installed; those tests will skip"
+
+demo: $(STAMP)
+	$(BIN)/automl fit examples/penguins.csv --target species --time-budget 30 --output demo-out --force
+
+test: $(DEV_STAMP) system-deps
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: $(DEV_STAMP) system-deps
+	$(BIN)/python -m pytest -m slow -q
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

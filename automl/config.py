@@ -1,0 +1,113 @@
+"""The search configuration, validated in one place before anything runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from automl.exceptions import ConfigError
+
+SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
+PRUNERS = ("median", "halving", "hyperband", "none")
+SMALL_DATA_ROWS = 5_000
+TASKS = ("auto", "binary", "multiclass", "regression")
+
+
+@dataclass
+class SearchConfig:
+    """Everything that shapes a search. ``validate`` names the bad option and the fix.
+
+    Example:
+        >>> SearchConfig(time_budget=60, sampler="tpe").validate().sampler
+        'tpe'
+    """
+
+    task: str = "auto"
+    metric: str = "auto"
+    time_budget: float | None = None
+    n_trials: int | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    storage: str | None = None
+    study_name: str | None = None
+    n_jobs: int = 1
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    cv: int | str = "auto"
+    memory_limit_mb: float | None = None
+    trial_timeout: float | None = None
+    isolate: bool = True
+    ensemble: bool = True
+    n_threads: int | None = None
+    accelerator: str = "auto"  # auto, cpu, gpu
+    gpus_per_trial: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> SearchConfig:
+        def bad(flag: str, value: object, fix: str) -> ConfigError:
+            return ConfigError(f"{flag} got {value!r}; {fix}")
+
+        if self.task not in TASKS:
+            raise bad("--task", self.task, f"choose one of: {', '.join(TASKS)}.")
+        if self.sampler not in SAMPLERS:
+            raise bad("--sampler", self.sampler, f"choose one of: {', '.join(SAMPLERS)}.")
+        if self.pruner not in PRUNERS:
+            raise bad("--pruner", self.pruner, f"choose one of: {', '.join(PRUNERS)}.")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise bad("--time-budget", self.time_budget, "give a positive number of seconds.")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise bad("--n-trials", self.n_trials, "give at least 1 trial.")
+        if self.time_budget is None and self.n_trials is None:
+            self.time_budget = 60.0
+        if self.n_jobs == -1:
+            self.n_jobs = os.cpu_count() or 1
+        if self.n_jobs < 1:
+            raise bad("--n-jobs", self.n_jobs, "give 1 or more worker processes (-1 for one per core).")
+        if self.accelerator not in ("auto", "cpu", "gpu"):
+            raise bad("--accelerator", self.accelerator, "choose one of: auto, cpu, gpu.")
+        if self.gpus_per_trial < 0:
+            raise bad("--gpus-per-trial", self.gpus_per_trial, "give 0 or more GPUs per trial.")
+        if self.memory_limit_mb is not None and self.memory_limit_mb <= 0:
+            raise bad("--memory-limit", self.memory_limit_mb, "give a positive number of MB.")
+        if isinstance(self.cv, str) and self.cv not in ("auto", "holdout"):
+            try:
+                self.cv = int(self.cv)
+            except ValueError:
+                raise bad("--cv", self.cv, "give 'auto', 'holdout' or a number of folds >= 2.") from None
+        if isinstance(self.cv, int) and self.cv == 1 or (isinstance(self.cv, int) and self.cv < 0):
+            raise bad("--cv", self.cv, "give 'auto', 'holdout' or a number of folds >= 2.")
+        return self
+
+    def resolved_accelerator(self) -> str:
+        """``cpu`` or ``gpu``: ``auto`` takes a GPU when one is visible and torch is installed.
+
+        Only deep learners use it; checking does not import torch unless it is installed.
+        """
+        if self.accelerator == "cpu":
+            return "cpu"
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            if self.accelerator == "gpu":
+                raise ConfigError("--accelerator gpu needs torch; install it with "
+                                  "`pip install 'automl[deep]'`.")
+            return "cpu"
+        if self.accelerator == "auto" and not os.environ.get("CUDA_VISIBLE_DEVICES", "x"):
+            return "cpu"
+        import torch
+
+        if torch.cuda.is_available():
+            return "gpu"
+        if self.accelerator == "gpu":
+            raise ConfigError("--accelerator gpu but no CUDA GPU is visible; use --accelerator auto or cpu.")
+        return "cpu"
+
+    def threads_per_trial(self, n_rows: int | None = None) -> int:
+        """Threads per trial: the cores shared by the workers; one for small data, where
+        threading costs more than it gains (and spins badly on a busy machine)."""
+        if self.n_threads:
+            return int(self.n_threads)
+        if n_rows is not None and n_rows < SMALL_DATA_ROWS:
+            return 1
+        return max(1, (os.cpu_count() or 1) // self.n_jobs)

@@ -1,0 +1,137 @@
+"""Running one job in a forked child process with a hard time limit and a memory cap.
+
+The parent keeps the Optuna study; the child fits and sends back a small result. A
+child that hangs, runs past its deadline or grows past its memory cap is killed, and
+the parent records why and goes on. Fork is used (not spawn) so the child shares the
+prepared data copy-on-write and starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import resource
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+POLL_S = 0.1
+
+
+@dataclass
+class ChildOutcome:
+    status: str  # "ok", "pruned", "failed", "timeout", "memory", "crashed"
+    value: Any = None
+    reason: str = ""
+
+
+class _Pruned(Exception):
+    pass
+
+
+def default_memory_cap_mb(n_parallel: int = 1, fraction: float = 0.7) -> float:
+    """A fraction of the memory available now, shared between parallel trials."""
+    return fraction * psutil.virtual_memory().available / 2**20 / max(1, n_parallel)
+
+
+def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if mem_cap_mb:
+        # A backstop beside the parent's RSS watch: address space = now + 2 x cap.
+        vms = psutil.Process().memory_info().vms
+        limit = int(vms + 2 * mem_cap_mb * 2**20)
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ValueError, OSError):
+            pass
+    try:
+        result: tuple[str, Any] = ("ok", fn())
+    except MemoryError:
+        result = ("memory", "MemoryError: the trial ran out of its memory cap")
+    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
+        import optuna
+
+        if isinstance(exc, optuna.TrialPruned):
+            result = ("pruned", str(exc))
+        else:
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            result = ("failed", (str(reason)[:1000], traceback.format_exc(limit=20)))
+    try:
+        conn.send_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:  # noqa: BLE001
+        conn.send_bytes(pickle.dumps(("failed", (f"result could not be sent: {exc}", "")), protocol=4))
+    finally:
+        conn.close()
+        os._exit(0)
+
+
+def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | None) -> ChildOutcome:
+    """Run ``fn`` in a forked child; kill it at ``deadline`` (``time.monotonic``) or over the cap."""
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(send, fn, mem_cap_mb), daemon=False)
+    proc.start()
+    send.close()
+    ps = psutil.Process(proc.pid)
+    peak = 0.0
+    try:
+        while True:
+            if recv.poll(POLL_S):
+                try:
+                    status, payload = pickle.loads(recv.recv_bytes())
+                except EOFError:
+                    status, payload = "crashed", None
+                break
+            if not proc.is_alive():
+                status, payload = "crashed", None
+                break
+            if time.monotonic() > deadline:
+                _kill(proc)
+                return ChildOutcome("timeout", reason="stopped: ran past its time limit")
+            if mem_cap_mb:
+                try:
+                    rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)]) / 2**20
+                except psutil.Error:
+                    rss = 0.0
+                peak = max(peak, rss)
+                if rss > mem_cap_mb:
+                    _kill(proc)
+                    return ChildOutcome(
+                        "memory", reason=f"stopped: memory {rss:.0f} MB over the cap of {mem_cap_mb:.0f} MB")
+    except BaseException:
+        _kill(proc)
+        raise
+    proc.join(timeout=5)
+    if proc.is_alive():
+        _kill(proc)
+    if status == "crashed":
+        code = proc.exitcode
+        sig = -code if code is not None and code < 0 else None
+        why = f"killed by signal {signal.Signals(sig).name}" if sig else f"exit status {code}"
+        hint = " (likely over its memory cap)" if mem_cap_mb and sig in (signal.SIGABRT, signal.SIGSEGV, signal.SIGKILL) else ""
+        return ChildOutcome("crashed", reason=f"the trial process died: {why}{hint}")
+    if status == "ok":
+        return ChildOutcome("ok", value=payload)
+    if status == "pruned":
+        return ChildOutcome("pruned", reason=str(payload))
+    if status == "memory":
+        return ChildOutcome("memory", reason=str(payload))
+    reason, tb = payload
+    return ChildOutcome("failed", value=tb, reason=reason)
+
+
+def _kill(proc: Any) -> None:
+    try:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+    except psutil.Error:
+        pass
+    if proc.is_alive():
+        proc.kill()
+    proc.join(timeout=5)

@@ -1,0 +1,178 @@
+"""Preprocessing pipelines, one style per learner family, built from the schema.
+
+Every transformer here is fitted inside a trial on the training part only, so
+validation rows never leak into imputation, encoding or scaling.
+
+Styles:
+    ``tree``: numbers as they are (missing values stay missing), low-cardinality
+    categoricals as ordinal codes, high-cardinality ones target-encoded, datetimes
+    expanded, texts as TF-IDF reduced by SVD. Dense output.
+    ``linear``: numbers imputed (with missing indicators) and standardised,
+    categoricals one-hot encoded (rare levels grouped), high-cardinality target-encoded,
+    texts as sparse TF-IDF.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    OneHotEncoder,
+    OrdinalEncoder,
+    StandardScaler,
+    TargetEncoder,
+)
+
+from automl.schema import FeatureSchema
+
+Style = Literal["tree", "linear"]
+MAX_ORDINAL_LEVELS = 250  # HistGradientBoosting takes at most 255 bins per categorical
+DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour", "days")
+
+
+def datetime_features(X: Any) -> np.ndarray:
+    """Expand datetime columns into numeric parts (missing stays missing)."""
+    frame = pd.DataFrame(X)
+    parts = []
+    for col in frame.columns:
+        s = pd.to_datetime(frame[col], errors="coerce")
+        days = (s - pd.Timestamp("1970-01-01")).dt.total_seconds() / 86400.0
+        parts += [s.dt.year, s.dt.month, s.dt.day, s.dt.day_of_week, s.dt.hour, days]
+    if not parts:
+        return np.empty((len(frame), 0))
+    return np.column_stack([p.to_numpy(dtype=float, na_value=np.nan) for p in parts])
+
+
+def datetime_feature_names(transformer: Any, input_features: Any) -> np.ndarray:
+    return np.asarray([f"{c}_{p}" for c in input_features for p in DATETIME_PARTS], dtype=object)
+
+
+class TextFeatures(TransformerMixin, BaseEstimator):
+    """TF-IDF on one text column, optionally reduced to dense SVD components.
+
+    Example:
+        >>> TextFeatures(n_components=2).fit_transform(pd.Series(["a b", "b c", "c d"])).shape
+        (3, 2)
+    """
+
+    def __init__(self, n_components: int | None = 20, max_features: int = 20000) -> None:
+        self.n_components = n_components
+        self.max_features = max_features
+
+    def _docs(self, X: Any) -> list[str]:
+        s = X.iloc[:, 0] if isinstance(X, pd.DataFrame) else pd.Series(np.asarray(X).ravel())
+        return s.fillna("").astype(str).tolist()
+
+    def fit(self, X: Any, y: Any = None) -> TextFeatures:
+        docs = self._docs(X)
+        self.vectorizer_ = TfidfVectorizer(
+            max_features=self.max_features, ngram_range=(1, 2), sublinear_tf=True,
+            token_pattern=r"(?u)\b\w+\b",
+        )
+        try:
+            tfidf = self.vectorizer_.fit_transform(docs)
+        except ValueError:  # empty vocabulary: only empty strings
+            self.vectorizer_ = TfidfVectorizer(analyzer="char", ngram_range=(1, 1))
+            tfidf = self.vectorizer_.fit_transform([d or " " for d in docs])
+        self.svd_ = None
+        if self.n_components:
+            k = min(self.n_components, tfidf.shape[1] - 1, tfidf.shape[0] - 1)
+            if k >= 1:
+                self.svd_ = TruncatedSVD(n_components=k, random_state=0).fit(tfidf)
+        self.n_out_ = self.svd_.n_components if self.svd_ is not None else (
+            tfidf.shape[1] if not self.n_components else 0)
+        return self
+
+    def transform(self, X: Any) -> Any:
+        tfidf = self.vectorizer_.transform(self._docs(X))
+        if self.svd_ is not None:
+            return self.svd_.transform(tfidf)
+        if self.n_components:
+            return np.zeros((tfidf.shape[0], 0))
+        return tfidf
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray([f"text{i}" for i in range(self.n_out_)], dtype=object)
+
+
+def _ordinal() -> OrdinalEncoder:
+    return OrdinalEncoder(
+        handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan,
+        min_frequency=None, dtype=np.float64,
+    )
+
+
+def _target_encoder(task_is_clf: bool, seed: int) -> TargetEncoder:
+    return TargetEncoder(target_type="auto", cv=KFold(5, shuffle=True, random_state=seed))
+
+
+def make_preprocessor(schema: FeatureSchema, style: Style, *, seed: int = 0,
+                      n_rows: int = 1000) -> ColumnTransformer:
+    """Build the column transformer for a learner family from the inferred schema.
+
+    High-cardinality categoricals (or more levels than a tree's categorical bins)
+    are target-encoded with scikit-learn's cross-fitted :class:`TargetEncoder`.
+    """
+    numeric = schema.columns_of("numeric", "boolean")
+    categorical = [c.name for c in schema.columns if c.kind == "categorical"]
+    high = [c.name for c in schema.columns
+            if c.kind == "categorical" and (c.high_cardinality or c.n_unique > MAX_ORDINAL_LEVELS)]
+    low = [c for c in categorical if c not in high]
+    if style == "tree":
+        low = [c for c in low if schema.get(c).n_unique <= MAX_ORDINAL_LEVELS]
+    dates = schema.columns_of("datetime")
+    texts = schema.columns_of("text")
+    fill = SimpleImputer(strategy="constant", fill_value="__missing__")
+    steps: list[tuple[str, Any, Any]] = []
+    if style == "tree":
+        if numeric:
+            steps.append(("num", "passthrough", numeric))
+        if dates:
+            steps.append(("date", FunctionTransformer(
+                datetime_features, feature_names_out=datetime_feature_names), dates))
+        if high:
+            steps.append(("hicat", make_pipeline(fill, _target_encoder(True, seed)), high))
+        for i, col in enumerate(texts):
+            steps.append((f"text{i}", TextFeatures(n_components=20), [col]))
+        if low:  # last, so that categorical codes are the final columns
+            steps.append(("cat", _ordinal(), low))
+        sparse_threshold = 0.0
+    else:
+        scale = StandardScaler()
+        if numeric:
+            steps.append(("num", make_pipeline(
+                SimpleImputer(strategy="median", add_indicator=True), scale), numeric))
+        if dates:
+            steps.append(("date", make_pipeline(
+                FunctionTransformer(datetime_features, feature_names_out=datetime_feature_names),
+                SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()), dates))
+        if low:
+            min_freq = 5 if n_rows >= 500 else 1
+            steps.append(("cat", make_pipeline(fill, OneHotEncoder(
+                handle_unknown="infrequent_if_exist", min_frequency=min_freq, max_categories=30,
+                sparse_output=False)), low))
+        if high:
+            steps.append(("hicat", make_pipeline(fill, _target_encoder(True, seed), StandardScaler()), high))
+        for i, col in enumerate(texts):
+            steps.append((f"text{i}", TextFeatures(n_components=None), [col]))
+        sparse_threshold = 0.3 if texts else 0.0
+    if not steps:
+        steps.append(("none", "drop", []))
+    return ColumnTransformer(steps, remainder="drop", sparse_threshold=sparse_threshold,
+                             verbose_feature_names_out=True)
+
+
+def categorical_indices(pre: ColumnTransformer) -> list[int]:
+    """Positions of the ordinal-coded categorical outputs of a fitted ``tree`` preprocessor."""
+    names = pre.get_feature_names_out()
+    return [i for i, n in enumerate(names) if str(n).startswith("cat__")]

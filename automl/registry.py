@@ -1,0 +1,72 @@
+"""The learner registry: the engine finds trainers by name, imported lazily.
+
+Adding a learner family is one new module in ``trainers/`` plus one line here, or a
+call to :func:`register` from user code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from automl.contracts import Task, Trainer
+from automl.exceptions import ConfigError
+
+_BUILTIN: dict[str, str] = {
+    "lightgbm": "trainers.lightgbm_trainer:LightGBMTrainer",
+    "hist_gb": "trainers.sklearn_trainers:HistGBTrainer",
+    "random_forest": "trainers.sklearn_trainers:RandomForestTrainer",
+    "extra_trees": "trainers.sklearn_trainers:ExtraTreesTrainer",
+    "logistic": "trainers.sklearn_trainers:LogisticTrainer",
+    "ridge": "trainers.sklearn_trainers:RidgeTrainer",
+    "elasticnet": "trainers.sklearn_trainers:ElasticNetTrainer",
+    "knn": "trainers.sklearn_trainers:KNNTrainer",
+}
+# Tried in this order when no learner list is given; `mlp` is opt-in (needs the `deep` extra).
+DEFAULT_LEARNERS = ("lightgbm", "hist_gb", "random_forest", "extra_trees", "logistic", "ridge",
+                    "elasticnet", "knn")
+_CUSTOM: dict[str, type] = {}
+
+
+def register(trainer_cls: type) -> type:
+    """Register a custom trainer class (usable as a decorator).
+
+    Example:
+        >>> @register  # doctest: +SKIP
+        ... class MyTrainer: name = "mine"; tasks = frozenset({Task.BINARY}); ...
+    """
+    if not isinstance(getattr(trainer_cls, "name", None), str):
+        raise ConfigError(f"trainer {trainer_cls!r} needs a string class attribute `name`.")
+    _CUSTOM[trainer_cls.name] = trainer_cls
+    return trainer_cls
+
+
+def available() -> list[str]:
+    return list(_BUILTIN) + [n for n in _CUSTOM if n not in _BUILTIN]
+
+
+def get_trainer(name: str) -> Trainer:
+    """Return an instance of the trainer called ``name``."""
+    if name in _CUSTOM:
+        return _CUSTOM[name]()
+    if name not in _BUILTIN:
+        raise ConfigError(f"unknown learner '{name}'; choose from: {', '.join(available())}.")
+    module_name, cls_name = _BUILTIN[name].split(":")
+    module: Any = importlib.import_module(module_name)
+    return getattr(module, cls_name)()
+
+
+def resolve_learners(task: Task, include: list[str] | None = None,
+                     exclude: list[str] | None = None) -> list[str]:
+    """The learners to search for ``task``: ``include`` (or the defaults) minus ``exclude``."""
+    for name in (include or []) + (exclude or []):
+        if name not in available():
+            raise ConfigError(f"unknown learner '{name}'; choose from: {', '.join(available())}.")
+    names = list(include) if include else list(DEFAULT_LEARNERS)
+    names = [n for n in names if n not in set(exclude or [])]
+    out = [n for n in names if task in get_trainer(n).tasks]
+    if not out:
+        raise ConfigError(f"no learner left for a {task.value} task after --include/--exclude "
+                          f"({names or 'none'}); include at least one of: "
+                          f"{', '.join(n for n in DEFAULT_LEARNERS if task in get_trainer(n).tasks)}.")
+    return out

@@ -1,0 +1,302 @@
+"""The search controller: from prepared data to a finished Optuna study.
+
+The loop is Optuna's (ask, run, tell, through ``study.optimize``); a trial samples a
+learner and its space in the parent, then fits and validates in a forked child with a
+hard time limit and a memory cap (see :mod:`automl.isolation`). The study is the single
+source of truth: leaderboard, report, dashboard and a resumed search all read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from automl import study as study_mod
+from automl.config import SearchConfig
+from automl.contracts import DataInfo, FitData, NullReporter, Task
+from automl.evaluation import predict_scores
+from automl.exceptions import TrialFailed
+from automl.isolation import default_memory_cap_mb, run_isolated
+from automl.metrics import Metric, balance_report
+from automl.registry import get_trainer
+from automl.validation import Splits
+
+log = logging.getLogger("automl")
+HARD_KILL_GRACE_S = 2.0
+
+
+@dataclass
+class Problem:
+    """The prepared data of one search: cleaned features, encoded target, splits."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    info: DataInfo
+    metric: Metric
+    splits: Splits
+    learners: list[str]
+    classes: list | None = None
+
+
+@dataclass
+class Budget:
+    """Wall-clock bookkeeping: the search ends early enough to leave time for the refit."""
+
+    start: float
+    time_budget: float | None
+    n_trials: int | None
+    reserve: float = 0.0
+    trial_timeout: float | None = None
+
+    @property
+    def end(self) -> float:
+        return self.start + self.time_budget if self.time_budget else math.inf
+
+    def search_end(self) -> float:
+        return self.end - self.reserve
+
+    def remaining(self) -> float:
+        return self.search_end() - time.monotonic()
+
+
+class TrialReporter:
+    """Reports intermediate values to the trial, opening its own storage connection in a child."""
+
+    def __init__(self, trial: optuna.Trial, storage_url: str | None, pruner: Any,
+                 in_child: bool) -> None:
+        self._trial = trial
+        self._url = storage_url
+        self._pruner = pruner
+        self._in_child = in_child
+        self._child_trial: optuna.Trial | None = None
+
+    def _target(self) -> optuna.Trial:
+        if not self._in_child or self._url is None:
+            return self._trial
+        if self._child_trial is None:
+            storage = study_mod.make_storage(self._url)
+            study = optuna.load_study(study_name=self._trial.study.study_name, storage=storage,
+                                      pruner=self._pruner)
+            self._child_trial = optuna.trial.Trial(study, self._trial._trial_id)
+        return self._child_trial
+
+    def report(self, step: int, value: float) -> None:
+        if not np.isfinite(value):
+            raise TrialFailed(f"the validation metric became {value} at step {step}")
+        trial = self._target()
+        trial.report(float(value), int(step))
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} (value {value:.5g})")
+
+
+def cross_validate(problem: Problem, learner: str, params: dict[str, Any], reporter: Any,
+                   *, seed: int, n_threads: int, deadline: float, accelerator: str = "cpu",
+                   keep_model_if_better: float | None = None) -> dict[str, Any]:
+    """Fit one configuration on every split; return scores, out-of-fold predictions, timings."""
+    trainer = get_trainer(learner)
+    info, metric, y = problem.info, problem.metric, problem.y
+    k = info.n_classes
+    oof: np.ndarray | None = None
+    fold_scores: list[float] = []
+    iterations: list[int] = []
+    fit_times: list[float] = []
+    first_model = None
+    for i, (tr, va) in enumerate(problem.splits.folds):
+        data = FitData(
+            X_train=problem.X.iloc[tr], y_train=y[tr], X_valid=problem.X.iloc[va], y_valid=y[va],
+            info=info, metric=metric, seed=seed, n_threads=n_threads, deadline=deadline,
+            accelerator=accelerator,
+        )
+        t0 = time.perf_counter()
+        model = trainer.fit(params, data, reporter if i == 0 else NullReporter())
+        fit_times.append(time.perf_counter() - t0)
+        pred = predict_scores(model, data.X_valid, info.task, k)
+        if oof is None:
+            oof = np.full((len(y), k) if info.task.is_classification else len(y), np.nan,
+                          dtype=np.float32)
+        oof[va] = pred
+        score = metric(y[va], pred, k)
+        if not np.isfinite(score):
+            raise TrialFailed(f"the validation {metric.name} is {score} on fold {i + 1}")
+        fold_scores.append(score)
+        if "n_iterations" in data.extra:
+            iterations.append(int(data.extra["n_iterations"]))
+        if i == 0:
+            first_model = model
+        if time.monotonic() > deadline:
+            raise TrialFailed(f"ran past its time limit after fold {i + 1} of {len(problem.splits.folds)}")
+    value = float(np.mean(fold_scores))
+    result: dict[str, Any] = {
+        "value": value, "fold_scores": fold_scores, "fit_time": float(np.sum(fit_times)),
+        "fold_fit_time": float(np.mean(fit_times)), "oof": oof,
+        "n_iterations": int(np.median(iterations)) if iterations else None,
+    }
+    if info.task.is_classification and oof is not None:
+        valid = ~np.isnan(oof).any(axis=1)
+        result["balance"] = balance_report(y[valid], oof[valid].astype(float), k)
+    if keep_model_if_better is None or metric.better(value, keep_model_if_better):
+        result["model"] = first_model
+    return result
+
+
+@dataclass
+class Objective:
+    """The Optuna objective: sample a learner and its space, then cross-validate it."""
+
+    problem: Problem
+    config: SearchConfig
+    budget: Budget
+    storage_url: str | None
+    on_result: Callable[[FrozenTrial | optuna.Trial, dict[str, Any]], None] | None = None
+    best_so_far: float | None = None
+    spaces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def sample(self, trial: optuna.Trial) -> tuple[str, dict[str, Any]]:
+        learner = trial.suggest_categorical("learner", self.problem.learners)
+        if learner not in self.spaces:
+            trainer = get_trainer(learner)
+            self.spaces[learner] = dict(trainer.space(self.problem.info))
+            self.defaults[learner] = dict(trainer.default(self.problem.info))
+        grid = self.config.sampler == "grid"
+        params = {name: study_mod.suggest(trial, f"{learner}__{name}", dist, grid,
+                                          self.defaults[learner].get(name))
+                  for name, dist in self.spaces[learner].items()}
+        return learner, params
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        learner, params = self.sample(trial)
+        trial.set_user_attr("learner", learner)
+        trial.set_user_attr("worker", study_mod.worker_id())
+        remaining = self.budget.remaining()
+        if remaining <= 0.5:
+            trial.set_user_attr("fail_reason", "no time left in the budget")
+            raise TrialFailed("no time left in the budget")
+        limit = remaining
+        if self.budget.trial_timeout:
+            limit = min(limit, self.budget.trial_timeout)
+        deadline = time.monotonic() + limit
+        isolate = self.config.isolate and self.storage_url is not None
+        pruner = trial.study.pruner
+        reporter = TrialReporter(trial, self.storage_url, pruner, in_child=isolate)
+        job = lambda: cross_validate(  # noqa: E731
+            self.problem, learner, params, reporter, seed=self.config.seed,
+            n_threads=self.config.threads_per_trial(len(self.problem.y)), deadline=deadline,
+            accelerator=self.config.extra.get("accelerator", "cpu"),
+            keep_model_if_better=self.best_so_far,
+        )
+        t0 = time.perf_counter()
+        try:
+            if isolate:
+                cap = self.config.memory_limit_mb or default_memory_cap_mb(self.config.n_jobs)
+                outcome = run_isolated(job, deadline=deadline + HARD_KILL_GRACE_S, mem_cap_mb=cap)
+                if outcome.status == "pruned":
+                    raise optuna.TrialPruned(outcome.reason)
+                if outcome.status != "ok":
+                    raise TrialFailed(outcome.reason)
+                result = outcome.value
+            else:
+                try:
+                    result = job()
+                except optuna.TrialPruned:
+                    raise
+                except TrialFailed:
+                    raise
+                except MemoryError:
+                    raise TrialFailed("MemoryError: the trial ran out of memory") from None
+                except Exception as exc:  # noqa: BLE001 - a failing learner must not stop the search
+                    raise TrialFailed(f"{type(exc).__name__}: {exc}"[:1000]) from None
+        except optuna.TrialPruned:
+            trial.set_user_attr("fit_time", round(time.perf_counter() - t0, 3))
+            raise
+        except TrialFailed as exc:
+            trial.set_user_attr("fail_reason", exc.reason)
+            trial.set_user_attr("fit_time", round(time.perf_counter() - t0, 3))
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            trial.set_user_attr("interrupted", True)
+            raise
+        trial.set_user_attr("fit_time", round(result["fit_time"], 3))
+        trial.set_user_attr("fold_fit_time", round(result["fold_fit_time"], 3))
+        trial.set_user_attr("fold_scores", [round(s, 6) for s in result["fold_scores"]])
+        if result.get("n_iterations"):
+            trial.set_user_attr("n_iterations", int(result["n_iterations"]))
+        for key, val in (result.get("balance") or {}).items():
+            trial.set_user_attr(key, round(val, 6))
+        if self.on_result is not None:
+            self.on_result(trial, result)
+        value = result["value"]
+        if self.best_so_far is None or self.problem.metric.better(value, self.best_so_far):
+            self.best_so_far = value
+        return value
+
+
+def learner_params(trial: FrozenTrial) -> tuple[str, dict[str, Any]]:
+    """Split a trial's flat parameters into its learner and that learner's own parameters."""
+    learner = trial.params["learner"]
+    prefix = f"{learner}__"
+    return learner, {k[len(prefix):]: v for k, v in trial.params.items() if k.startswith(prefix)}
+
+
+def enqueue_defaults(study: optuna.Study, problem: Problem) -> None:
+    """Queue each learner's cheap default configuration, in registry order, before sampling."""
+    for learner in problem.learners:
+        params = get_trainer(learner).default(problem.info)
+        study.enqueue_trial({"learner": learner, **{f"{learner}__{k}": v for k, v in params.items()}},
+                            user_attrs={"queued": "default"}, skip_if_exists=True)
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and np.isfinite(t.value)]
+
+
+def best_trials(study: optuna.Study, metric: Metric, n: int = 1) -> list[FrozenTrial]:
+    trials = completed(study)
+    trials.sort(key=lambda t: t.value, reverse=metric.greater_is_better)
+    return trials[:n]
+
+
+def refit_estimate(trial: FrozenTrial, problem: Problem) -> float:
+    """Seconds a refit on all rows is expected to take, from the trial's fold fit time."""
+    per_fold = float(trial.user_attrs.get("fold_fit_time", trial.user_attrs.get("fit_time", 1.0)))
+    scale = len(problem.y) / max(1, problem.splits.n_train_rows)
+    return per_fold * scale * 1.3 + 0.5
+
+
+def run_optimize(study: optuna.Study, objective: Objective, budget: Budget,
+                 callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> None:
+    """Run trials in this process until the budget (time or number of trials) is spent."""
+    problem = objective.problem
+
+    def stop_when_spent(st: optuna.Study, trial: FrozenTrial) -> None:
+        best = best_trials(st, problem.metric, 1)
+        if best and budget.time_budget:
+            est = refit_estimate(best[0], problem)
+            budget.reserve = min(max(budget.reserve, est + 1.0), 0.5 * budget.time_budget)
+        if budget.time_budget and budget.remaining() <= 0.5:
+            st.stop()
+        if budget.n_trials is not None:
+            done = [t for t in st.get_trials(deepcopy=False)
+                    if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)]
+            if len(done) >= budget.n_trials:
+                st.stop()
+
+    if budget.n_trials is not None:
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        if len(done) >= budget.n_trials:
+            return
+    if budget.time_budget and budget.remaining() <= 0.5:
+        return
+    study.optimize(objective, catch=(TrialFailed,), callbacks=[stop_when_spent, *callbacks],
+                   gc_after_trial=False)

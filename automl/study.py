@@ -1,0 +1,210 @@
+"""Creating and loading the Optuna study: storage, sampler, pruner, resume bookkeeping."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.pruners import BasePruner, HyperbandPruner
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.exceptions import ConfigError
+
+log = logging.getLogger("automl")
+HEARTBEAT_S = 5
+GRACE_S = 30
+GRID_POINTS = 3
+
+
+def make_storage(url: str | None) -> Any:
+    """An Optuna storage for ``url`` (None: in memory), with heartbeats for RDB storages."""
+    if url is None:
+        return optuna.storages.InMemoryStorage()
+    if url.endswith((".log", ".journal")) and "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S, heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+    except Exception as exc:  # sqlalchemy raises many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot open --storage {url!r}: {first}; check the URL "
+                          "(e.g. sqlite:///study.db or postgresql://user@host/db).") from None
+
+
+def make_sampler(name: str, seed: int, n_jobs: int = 1) -> optuna.samplers.BaseSampler:
+    """The sampler for ``--sampler``; TPE is multivariate over grouped (per-learner) spaces."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              constant_liar=n_jobs > 1, n_startup_trials=10)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "grid":
+            return optuna.samplers.BruteForceSampler(seed=seed, avoid_premature_stop=True)
+        if name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=10,
+                                                warn_independent_sampling=False)
+        if name == "qmc":
+            return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    raise ConfigError(f"unknown sampler {name!r}")
+
+
+class _LearnerView:
+    """A study seen through one learner's trials, so pruners compare like with like."""
+
+    def __init__(self, study: optuna.Study, learner: str) -> None:
+        self._study = study
+        self._learner = learner
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if t.params.get("learner") == self._learner]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class LearnerPruner(BasePruner):
+    """Applies a base pruner among the trials of the same learner family.
+
+    Learner families report different steps (boosting rounds, epochs, quarters of a
+    forest) and reach different scores; comparing a net's epoch 3 with a forest's third
+    quarter would prune for the wrong reason. (Hyperband's brackets are studies of their
+    own, so it sees all learners.)
+    """
+
+    def __init__(self, base: BasePruner) -> None:
+        self.base = base
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        learner = trial.params.get("learner")
+        if learner is None or isinstance(self.base, HyperbandPruner):
+            return self.base.prune(study, trial)
+        return self.base.prune(_LearnerView(study, learner), trial)  # type: ignore[arg-type]
+
+
+def make_pruner(name: str) -> BasePruner:
+    if name == "median":
+        return LearnerPruner(optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
+    if name == "halving":
+        return LearnerPruner(optuna.pruners.SuccessiveHalvingPruner())
+    if name == "hyperband":
+        return LearnerPruner(optuna.pruners.HyperbandPruner())
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"unknown pruner {name!r}")
+
+
+def grid_values(dist: BaseDistribution, k: int = GRID_POINTS) -> list[Any]:
+    """A few representative values of a distribution, for the grid sampler."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, IntDistribution):
+        pts = np.geomspace(dist.low, dist.high, k) if dist.log else np.linspace(dist.low, dist.high, k)
+        return sorted({int(round(p)) for p in pts})
+    if isinstance(dist, FloatDistribution):
+        pts = np.geomspace(dist.low, dist.high, k) if dist.log else np.linspace(dist.low, dist.high, k)
+        return [float(f"{p:.4g}") for p in pts]
+    raise TypeError(f"unsupported distribution {dist!r}")
+
+
+def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution, grid: bool = False,
+            default: Any = None) -> Any:
+    """Sample ``dist`` through the public ``suggest_*`` API.
+
+    With ``grid``, numeric distributions become a few representative values plus the
+    learner's default (so the queued default configuration is a grid point).
+    """
+    if grid and not isinstance(dist, CategoricalDistribution):
+        values = grid_values(dist)
+        if default is not None and default not in values:
+            values = sorted([*values, default])
+        dist = CategoricalDistribution(values)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise TypeError(f"unsupported distribution {dist!r}")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_dead_trials(study: optuna.Study) -> int:
+    """Fail RUNNING trials whose worker process on this host is gone; queue each once more.
+
+    Optuna's heartbeat does this after a grace period for any host; on the same host we
+    can tell at once that the process died, so a resumed run does not wait.
+    """
+    host = socket.gethostname()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(t.user_attrs.get("worker", ""))
+        if ":" not in worker:
+            continue
+        whost, pid = worker.rsplit(":", 1)
+        if whost != host or _alive(int(pid)):
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
+                                           "the worker process died (crash, kill or power loss)")
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        _retry_once(study, t)
+        n += 1
+    return n
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Queue once more the configuration of every trial failed by an interruption."""
+    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
+    retried |= {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if t.user_attrs.get("interrupted") and t.number not in retried:
+            _retry_once(study, t)
+            n += 1
+    return n
+
+
+def _retry_once(study: optuna.Study, t: FrozenTrial) -> None:
+    if "retry_of" in t.user_attrs:  # a retry that failed again is not retried a second time
+        return
+    study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

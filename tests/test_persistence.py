@@ -1,0 +1,102 @@
+"""Model folders: verified before anything is deserialized; atomic saves."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from automl import engine
+from automl.config import SearchConfig
+from automl.data import prepare_target
+from automl.exceptions import ModelFileError
+from automl.persistence import load_model, save_model
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=120), "b": rng.choice(["x", "y"], 120)})
+    df["y"] = (df.a > 0).astype(int)
+    X, t = prepare_target(df, "y")
+    res = engine.fit(X, t, SearchConfig(n_trials=2, time_budget=None, include=["lightgbm", "logistic"]),
+                     target_name="y")
+    folder = tmp_path_factory.mktemp("m") / "model"
+    save_model(res.model, folder)
+    return folder, df
+
+
+def _copy(saved, tmp_path):
+    folder, df = saved
+    dst = tmp_path / "copy"
+    shutil.copytree(folder, dst)
+    return dst, df
+
+
+def test_roundtrip(saved):
+    folder, df = saved
+    model = load_model(folder)
+    assert model.predict_frame(df.drop(columns="y")).shape == (len(df), 3)
+
+
+def test_truncated_model_file(saved, tmp_path):
+    folder, _ = _copy(saved, tmp_path)
+    f = next(folder.glob("model-*.skops"))
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(folder)
+
+
+def test_newer_format(saved, tmp_path):
+    folder, _ = _copy(saved, tmp_path)
+    m = json.loads((folder / "manifest.json").read_text())
+    m["format_version"] = 99
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelFileError, match="newer automl"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("name", ["../evil.skops", "/etc/passwd", "sub/x.skops", ".hidden"])
+def test_manifest_path_escape(saved, tmp_path, name):
+    folder, _ = _copy(saved, tmp_path)
+    m = json.loads((folder / "manifest.json").read_text())
+    m["members"][0]["file"] = name
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelFileError, match="outside the folder"):
+        load_model(folder)
+
+
+def test_untrusted_type_refused(saved, tmp_path):
+    """A model file that would run code on load (os.system) is refused, checksum fixed or not."""
+    import hashlib
+    import os
+
+    import skops.io as sio
+
+    folder, _ = _copy(saved, tmp_path)
+    data = sio.dumps({"f": os.system})
+    m = json.loads((folder / "manifest.json").read_text())
+    target = folder / m["members"][0]["file"]
+    target.write_bytes(data)
+    m["members"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelFileError, match="allowlist"):
+        load_model(folder)
+
+
+def test_save_keeps_earlier_model_when_interrupted(saved, tmp_path, monkeypatch):
+    folder, df = _copy(saved, tmp_path)
+    before = (folder / "manifest.json").read_text()
+    model = load_model(folder)
+    from automl import persistence
+
+    def fail(path, text):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(persistence, "atomic_write_text", fail)
+    with pytest.raises(OSError):
+        save_model(model, folder)
+    assert (folder / "manifest.json").read_text() == before
+    assert load_model(folder).predict_frame(df.drop(columns="y")).shape[0] == len(df)

@@ -1,0 +1,104 @@
+"""One contract test run over every registered trainer, on every task it claims."""
+
+import importlib.util
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.distributions import BaseDistribution
+
+from automl.config import SearchConfig
+from automl.contracts import FitData, NullReporter, Task, Trainer
+from automl.data import prepare_target
+from automl.engine import prepare_problem
+from automl.evaluation import predict_scores
+from automl.registry import available, get_trainer
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("lightning") is not None
+
+
+class Recorder:
+    def __init__(self):
+        self.values = []
+
+    def report(self, step, value):
+        self.values.append((step, value))
+
+
+def _problem(frame, target, task="auto"):
+    X, t = prepare_target(frame, target, task)
+    return prepare_problem(X, t, SearchConfig(n_trials=1).validate())
+
+
+@pytest.fixture(params=["binary", "multiclass", "regression"])
+def problem(request, mixed_frame, regression_frame):
+    if request.param == "binary":
+        return _problem(mixed_frame, "label")
+    if request.param == "multiclass":
+        df = mixed_frame.copy()
+        df["label"] = np.where(df["x1"] > 0.7, "high", np.where(df["x1"] < -0.3, "low", "mid"))
+        return _problem(df, "label")
+    return _problem(regression_frame, "target")
+
+
+@pytest.mark.parametrize("name", [n for n in available() if n != "mlp" or HAS_TORCH])
+def test_trainer_contract(name, problem):
+    trainer = get_trainer(name)
+    assert isinstance(trainer, Trainer)
+    if problem.info.task not in trainer.tasks:
+        pytest.skip(f"{name} does not do {problem.info.task.value}")
+    space = trainer.space(problem.info)
+    default = trainer.default(problem.info)
+    assert set(default) == set(space), "the default must set every searched parameter"
+    for key, dist in space.items():
+        assert isinstance(dist, BaseDistribution)
+        assert dist._contains(dist.to_internal_repr(default[key])), f"default {key} outside its space"
+    tr, va = problem.splits.folds[0]
+    data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
+                   problem.info, problem.metric, seed=0, n_threads=1)
+    reporter = Recorder()
+    est = trainer.fit(dict(default), data, reporter)
+    pred = predict_scores(est, problem.X.iloc[va], problem.info.task, problem.info.n_classes)
+    score = problem.metric(problem.y[va], pred, problem.info.n_classes)
+    assert np.isfinite(score)
+    if problem.info.task.is_classification:
+        assert pred.shape == (len(va), problem.info.n_classes)
+        np.testing.assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-5)
+    for step, value in reporter.values:  # intermediate values are in the trial's metric
+        assert isinstance(step, int) and np.isfinite(value)
+    if name in ("lightgbm", "hist_gb", "random_forest", "extra_trees", "mlp"):
+        assert reporter.values, f"{name} is iterative and must report to the pruner"
+    # a refit (no validation part) works too, with the iterations found by the trial
+    refit = FitData(problem.X, problem.y, None, None, problem.info, problem.metric,
+                    extra={"n_iterations": data.extra.get("n_iterations")})
+    est = trainer.fit(dict(default), refit, NullReporter())
+    assert len(predict_scores(est, problem.X.head(5), problem.info.task, problem.info.n_classes)) == 5
+
+
+def test_unseen_categories_at_predict(mixed_frame):
+    problem = _problem(mixed_frame, "label")
+    for name in ("lightgbm", "logistic", "random_forest", "hist_gb", "knn"):
+        trainer = get_trainer(name)
+        data = FitData(problem.X, problem.y, problem.X, problem.y, problem.info, problem.metric)
+        est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
+        X_new = problem.X.head(4).copy()
+        X_new["color"] = ["purple", None, "red", "never-seen"]
+        assert np.isfinite(predict_scores(est, X_new, problem.info.task, 2)).all(), name
+
+
+def test_pruning_stops_a_lightgbm_trial(mixed_frame):
+    problem = _problem(mixed_frame, "label")
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.ThresholdPruner(lower=0.99))
+    trial = study.ask()
+    from automl.search import TrialReporter
+
+    reporter = TrialReporter(trial, None, study.pruner, in_child=False)
+    tr, va = problem.splits.folds[0]
+    data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
+                   problem.info, problem.metric)
+    trainer = get_trainer("lightgbm")
+    with pytest.raises(optuna.TrialPruned):
+        trainer.fit(dict(trainer.default(problem.info)), data, reporter)
+    assert trial.study.trials[0].intermediate_values

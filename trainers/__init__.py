@@ -1,0 +1,1 @@
+"""Trainers: one module per learner family; each fits one configuration and reports."""

@@ -1,0 +1,79 @@
+"""Shared pieces of the scikit-learn style trainers."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.pipeline import Pipeline
+
+from automl.contracts import DataInfo, FitData, Reporter, Task
+from automl.evaluation import predict_scores
+from automl.preprocessing import make_preprocessor
+
+
+class TimeUp(Exception):
+    """Raised inside a trainer when the trial's deadline has passed."""
+
+
+class PreprocessedTrainer:
+    """A trainer whose model follows a preprocessing step of a given style.
+
+    Subclasses set ``name``, ``tasks``, ``style``, ``space_fn``, ``default_fn`` and
+    implement :meth:`build` (and optionally :meth:`fit_model` for staged fitting).
+    """
+
+    name: ClassVar[str]
+    tasks: ClassVar[frozenset[Task]]
+    style: ClassVar[str] = "tree"
+
+    def space(self, info: DataInfo) -> Mapping[str, Any]:
+        return type(self).space_fn(info)  # type: ignore[attr-defined]
+
+    def default(self, info: DataInfo) -> Mapping[str, Any]:
+        return type(self).default_fn(info)  # type: ignore[attr-defined]
+
+    def build(self, params: Mapping[str, Any], data: FitData) -> Any:
+        raise NotImplementedError
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
+        pre = make_preprocessor(data.info.schema, self.style, seed=data.seed,  # type: ignore[arg-type]
+                                n_rows=len(data.y_train))
+        Xt = pre.fit_transform(data.X_train, data.y_train)
+        Xv = pre.transform(data.X_valid) if data.X_valid is not None else None
+        model = self.build(params, data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.filterwarnings("ignore", message=".*n_iter_no_change.*")
+            model = self.fit_model(model, pre, Xt, Xv, data, reporter)
+        return Pipeline([("preprocess", pre), ("model", model)])
+
+    def fit_model(self, model: Any, pre: Any, Xt: Any, Xv: Any, data: FitData,
+                  reporter: Reporter) -> Any:
+        kwargs = {}
+        if data.sample_weight is not None:
+            kwargs["sample_weight"] = data.sample_weight
+        return model.fit(Xt, data.y_train, **kwargs)
+
+
+def score_model(model: Any, Xv: Any, data: FitData) -> float:
+    """The trial's metric of a bare (already preprocessed) model on the validation part."""
+    pred = predict_scores(model, Xv, data.info.task, data.info.n_classes)
+    return data.metric(data.y_valid, pred, data.info.n_classes)
+
+
+def check_deadline(data: FitData) -> None:
+    if time.monotonic() > data.deadline:
+        raise TimeUp("the trial ran past its time limit")
+
+
+def n_threads(data: FitData) -> int:
+    return max(1, int(data.n_threads))
+
+
+def finite(value: float) -> float:
+    return value if np.isfinite(value) else float("nan")

@@ -1,0 +1,119 @@
+"""LightGBM with native categoricals, early stopping on the validation part and pruning.
+
+Early stopping and the pruner read LightGBM's own fast metric where it equals ours
+(AUC, log loss, RMSE, MAE, error rate, average precision) and a custom evaluation of
+our metric otherwise, so intermediate values are always in the trial's metric.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+
+from automl.contracts import DataInfo, FitData, Reporter, Task
+from automl.preprocessing import categorical_indices, make_preprocessor
+from search_spaces import lightgbm as lgb_space
+
+REPORT_EVERY = 10
+MAX_ROUNDS = 3000
+EARLY_STOP = 50
+
+# our metric -> (LightGBM metric, transform from LightGBM's value to ours)
+_NATIVE = {
+    ("roc_auc", Task.BINARY): ("auc", lambda v: v),
+    ("log_loss", Task.BINARY): ("binary_logloss", lambda v: v),
+    ("log_loss", Task.MULTICLASS): ("multi_logloss", lambda v: v),
+    ("accuracy", Task.BINARY): ("binary_error", lambda v: 1 - v),
+    ("accuracy", Task.MULTICLASS): ("multi_error", lambda v: 1 - v),
+    ("average_precision", Task.BINARY): ("average_precision", lambda v: v),
+    ("rmse", Task.REGRESSION): ("rmse", lambda v: v),
+    ("mae", Task.REGRESSION): ("l1", lambda v: v),
+}
+
+
+class LightGBMTrainer:
+    name = "lightgbm"
+    tasks = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
+
+    def space(self, info: DataInfo) -> Mapping[str, Any]:
+        return lgb_space.space(info)
+
+    def default(self, info: DataInfo) -> Mapping[str, Any]:
+        return lgb_space.default(info)
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
+        import lightgbm as lgb
+
+        task, k = data.info.task, data.info.n_classes
+        pre = make_preprocessor(data.info.schema, "tree", seed=data.seed, n_rows=len(data.y_train))
+        Xt = pre.fit_transform(data.X_train, data.y_train)
+        cats = categorical_indices(pre)
+        native = _NATIVE.get((data.metric.name, task))
+        common = dict(
+            learning_rate=params["learning_rate"], num_leaves=params["num_leaves"],
+            min_child_samples=params["min_child_samples"],
+            colsample_bytree=params["colsample_bytree"], subsample=params["subsample"],
+            subsample_freq=1 if params["subsample"] < 1 else 0, reg_alpha=params["reg_alpha"],
+            reg_lambda=params["reg_lambda"], n_jobs=max(1, data.n_threads), random_state=data.seed,
+            verbose=-1, metric=native[0] if native else "None",
+        )
+        if task.is_classification:
+            model: Any = lgb.LGBMClassifier(class_weight=params.get("class_weight"), **common)
+        else:
+            model = lgb.LGBMRegressor(**common)
+        fit_kwargs: dict[str, Any] = {"categorical_feature": cats or "auto",
+                                      "sample_weight": data.sample_weight}
+        if data.X_valid is None:
+            model.set_params(n_estimators=max(1, int(data.extra.get("n_iterations") or 100)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(Xt, data.y_train, **fit_kwargs)
+            return Pipeline([("preprocess", pre), ("model", model)])
+
+        Xv = pre.transform(data.X_valid)
+        model.set_params(n_estimators=MAX_ROUNDS)
+        eval_metric = None if native else _custom_eval(data)
+        to_ours = native[1] if native else (lambda v: v)
+        callbacks = [
+            lgb.early_stopping(EARLY_STOP, first_metric_only=True, verbose=False),
+            _report_callback(reporter, to_ours, data.deadline),
+        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(Xt, data.y_train, eval_set=[(Xv, data.y_valid)], eval_metric=eval_metric,
+                      callbacks=callbacks, **fit_kwargs)
+        best = int(model.best_iteration_ or model.n_estimators_)
+        data.extra["n_iterations"] = best
+        return Pipeline([("preprocess", pre), ("model", model)])
+
+
+def _custom_eval(data: FitData):
+    metric, task, k = data.metric, data.info.task, data.info.n_classes
+
+    def evaluate(y_true: np.ndarray, y_pred: np.ndarray):
+        if task is Task.BINARY and y_pred.ndim == 1:
+            y_pred = np.column_stack([1 - y_pred, y_pred])
+        return f"automl_{metric.name}", metric(y_true.astype(int) if task.is_classification else y_true,
+                                                y_pred, k), metric.greater_is_better
+
+    return evaluate
+
+
+def _report_callback(reporter: Reporter, to_ours, deadline: float):
+    import lightgbm as lgb
+
+    def callback(env: Any) -> None:
+        it = env.iteration + 1
+        if env.evaluation_result_list and it % REPORT_EVERY == 0:
+            reporter.report(it, float(to_ours(env.evaluation_result_list[0][2])))
+        if time.monotonic() > deadline:
+            best = env.iteration
+            raise lgb.callback.EarlyStopException(best, env.evaluation_result_list)
+
+    callback.order = 40  # type: ignore[attr-defined]
+    return callback

@@ -1,0 +1,162 @@
+"""scikit-learn learners: linear models, forests, HistGradientBoosting, k-NN.
+
+Iterative learners report to the pruner: forests after each quarter of their trees,
+HistGradientBoosting after each doubling of its iterations (steps are the same for
+every trial, so the pruner compares like with like).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import ElasticNet, LogisticRegression, Ridge
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+from automl.contracts import FitData, Reporter, Task
+from automl.preprocessing import categorical_indices
+from search_spaces import forest, hist_gb, knn, linear
+from trainers._base import PreprocessedTrainer, check_deadline, n_threads, score_model
+
+CLF = frozenset({Task.BINARY, Task.MULTICLASS})
+REG = frozenset({Task.REGRESSION})
+ALL = CLF | REG
+HGB_STAGES = (32, 64, 128, 256, 512, 1024)
+FOREST_STEPS = 4
+
+
+def _clf(data: FitData) -> bool:
+    return data.info.task.is_classification
+
+
+class LogisticTrainer(PreprocessedTrainer):
+    name = "logistic"
+    tasks = CLF
+    style = "linear"
+    space_fn = staticmethod(linear.logistic_space)
+    default_fn = staticmethod(linear.logistic_default)
+
+    def build(self, params: Mapping[str, Any], data: FitData) -> Any:
+        return LogisticRegression(C=params["C"], class_weight=params.get("class_weight"),
+                                  max_iter=500, random_state=data.seed)
+
+
+class RidgeTrainer(PreprocessedTrainer):
+    name = "ridge"
+    tasks = REG
+    style = "linear"
+    space_fn = staticmethod(linear.ridge_space)
+    default_fn = staticmethod(linear.ridge_default)
+
+    def build(self, params: Mapping[str, Any], data: FitData) -> Any:
+        return Ridge(alpha=params["alpha"])
+
+
+class ElasticNetTrainer(PreprocessedTrainer):
+    name = "elasticnet"
+    tasks = REG
+    style = "linear"
+    space_fn = staticmethod(linear.elasticnet_space)
+    default_fn = staticmethod(linear.elasticnet_default)
+
+    def build(self, params: Mapping[str, Any], data: FitData) -> Any:
+        return ElasticNet(alpha=params["alpha"], l1_ratio=params["l1_ratio"], max_iter=2000,
+                          selection="random", random_state=data.seed)
+
+
+class KNNTrainer(PreprocessedTrainer):
+    name = "knn"
+    tasks = ALL
+    style = "linear"
+    space_fn = staticmethod(knn.space)
+    default_fn = staticmethod(knn.default)
+
+    def build(self, params: Mapping[str, Any], data: FitData) -> Any:
+        k = max(1, min(int(params["n_neighbors"]), len(data.y_train)))
+        cls = KNeighborsClassifier if _clf(data) else KNeighborsRegressor
+        return cls(n_neighbors=k, weights=params["weights"], p=params["p"], n_jobs=n_threads(data))
+
+    def fit_model(self, model, pre, Xt, Xv, data, reporter):  # noqa: D102 - no sample weights
+        return model.fit(Xt, data.y_train)
+
+
+class _ForestTrainer(PreprocessedTrainer):
+    tasks = ALL
+    space_fn = staticmethod(forest.space)
+    default_fn = staticmethod(forest.default)
+    classes: tuple[type, type]
+
+    def build(self, params: Mapping[str, Any], data: FitData) -> Any:
+        clf_cls, reg_cls = self.classes
+        common = dict(max_features=params["max_features"], min_samples_leaf=params["min_samples_leaf"],
+                      n_jobs=n_threads(data), random_state=data.seed, warm_start=True,
+                      n_estimators=int(params["n_estimators"]))
+        if _clf(data):
+            return clf_cls(criterion=params["criterion"], class_weight=params.get("class_weight"),
+                           **common)
+        return reg_cls(criterion=params.get("criterion", "squared_error"), **common)
+
+    def fit_model(self, model, pre, Xt, Xv, data, reporter):  # noqa: D102
+        total = int(model.n_estimators)
+        for step in range(1, FOREST_STEPS + 1):
+            model.set_params(n_estimators=max(1, total * step // FOREST_STEPS))
+            model.fit(Xt, data.y_train, sample_weight=data.sample_weight)
+            if Xv is not None and step < FOREST_STEPS:
+                reporter.report(step, score_model(model, Xv, data))
+            check_deadline(data)
+        return model
+
+
+class RandomForestTrainer(_ForestTrainer):
+    name = "random_forest"
+    classes = (RandomForestClassifier, RandomForestRegressor)
+
+
+class ExtraTreesTrainer(_ForestTrainer):
+    name = "extra_trees"
+    classes = (ExtraTreesClassifier, ExtraTreesRegressor)
+
+
+class HistGBTrainer(PreprocessedTrainer):
+    name = "hist_gb"
+    tasks = ALL
+    space_fn = staticmethod(hist_gb.space)
+    default_fn = staticmethod(hist_gb.default)
+
+    def build(self, params: Mapping[str, Any], data: FitData) -> Any:
+        common = dict(
+            learning_rate=params["learning_rate"], max_leaf_nodes=params["max_leaf_nodes"],
+            min_samples_leaf=params["min_samples_leaf"],
+            l2_regularization=params["l2_regularization"], max_features=params["max_features"],
+            random_state=data.seed, warm_start=True,
+        )
+        if _clf(data):
+            return HistGradientBoostingClassifier(class_weight=params.get("class_weight"), **common)
+        return HistGradientBoostingRegressor(**common)
+
+    def fit_model(self, model, pre, Xt, Xv, data, reporter):  # noqa: D102
+        model.set_params(categorical_features=categorical_indices(pre) or None)
+        if Xv is None:  # refit: as many iterations as the trials found useful
+            iters = int(data.extra.get("n_iterations") or 100)
+            model.set_params(max_iter=max(1, iters), early_stopping=False)
+            return model.fit(Xt, data.y_train, sample_weight=data.sample_weight)
+        model.set_params(early_stopping=True, n_iter_no_change=20, scoring="loss")
+        for stage in HGB_STAGES:
+            model.set_params(max_iter=stage)
+            model.fit(Xt, data.y_train, sample_weight=data.sample_weight,
+                      X_val=Xv, y_val=data.y_valid)
+            stopped = model.n_iter_ < stage
+            reporter.report(stage, score_model(model, Xv, data))
+            if stopped:
+                break
+            check_deadline(data)
+        data.extra["n_iterations"] = int(model.n_iter_)
+        return model

@@ -32,6 +32,9 @@ FORMAT = "automl-model"
 FORMAT_VERSION = 1
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "automl.", "trainers.",
                     "collections.OrderedDict", "pandas.")
+# Exact names trusted besides the prefixes. functools.partial wraps a function that skops
+# audits as a node of its own, so allowing the wrapper does not allow what it wraps.
+TRUSTED_NAMES = frozenset({"functools.partial"})
 PACKAGES = ("automl", "scikit-learn", "lightgbm", "numpy", "pandas", "optuna", "skops", "scipy")
 
 
@@ -175,7 +178,7 @@ def load_model(folder: str | Path) -> AutoMLModel:
     for m in manifest["members"]:
         data = _member_path(folder, m["file"]).read_bytes()
         untrusted = sio.get_untrusted_types(data=data)
-        bad = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+        bad = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES) and t not in TRUSTED_NAMES]
         if bad:
             raise ModelFileError(f"model file '{m['file']}' contains types outside the allowlist "
                                  f"({', '.join(bad[:5])}); refusing to load it.")

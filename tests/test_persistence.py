@@ -100,3 +100,30 @@ def test_save_keeps_earlier_model_when_interrupted(saved, tmp_path, monkeypatch)
         save_model(model, folder)
     assert (folder / "manifest.json").read_text() == before
     assert load_model(folder).predict_frame(df.drop(columns="y")).shape[0] == len(df)
+
+
+def test_every_learner_roundtrips_through_a_model_folder(mixed_frame, tmp_path):
+    """Each trainer's fitted estimator saves and loads through skops' allowlist."""
+    import importlib.util
+
+    from automl.contracts import FitData, NullReporter
+    from automl.engine import prepare_problem
+    from automl.model import AutoMLModel
+    from automl.registry import available, get_trainer
+
+    X, t = prepare_target(mixed_frame, "label")
+    problem = prepare_problem(X, t, SearchConfig(n_trials=1).validate())
+    for name in available():
+        if name == "mlp" and importlib.util.find_spec("lightning") is None:
+            continue
+        trainer = get_trainer(name)
+        if problem.info.task not in trainer.tasks:
+            continue
+        data = FitData(problem.X, problem.y, None, None, problem.info, problem.metric)
+        est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
+        model = AutoMLModel(problem.info.schema, problem.info.task, t.classes, "roc_auc", "label",
+                            [est], [1.0], [{"learner": name}])
+        save_model(model, tmp_path / name)
+        loaded = load_model(tmp_path / name)
+        np.testing.assert_allclose(loaded.predict_scores(X.head(20)), model.predict_scores(X.head(20)),
+                                   rtol=1e-6, err_msg=name)

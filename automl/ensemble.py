@@ -1,0 +1,75 @@
+"""Greedy ensemble selection (Caruana et al., 2004) over out-of-fold predictions.
+
+Starting from the best single trial, repeatedly add (with replacement) the trial whose
+out-of-fold predictions most improve the ensemble's validation metric; the weights are
+how often each trial was picked. The result is used only when it beats the best single
+trial on the same pooled validation predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from automl.metrics import Metric
+
+
+@dataclass
+class Selection:
+    trials: list[int]  # trial numbers
+    weights: list[float]
+    score: float
+    single_score: float
+
+    @property
+    def improves(self) -> bool:
+        return len(self.trials) > 1
+
+
+def caruana(oof: dict[int, np.ndarray], y: np.ndarray, metric: Metric, n_classes: int,
+            rounds: int = 40, max_members: int = 8) -> Selection:
+    """Select weights over ``oof`` (trial number -> predictions, NaN where not validated).
+
+    Example:
+        >>> from automl.metrics import METRICS
+        >>> y = np.array([0., 1., 2., 3.])
+        >>> sel = caruana({0: y + 1, 1: y - 1}, y, METRICS["rmse"], 0)
+        >>> sel.score < sel.single_score
+        True
+    """
+    numbers = list(oof)
+    if not numbers:
+        raise ValueError("no out-of-fold predictions to select from")
+    preds = [np.asarray(oof[n], dtype=np.float64) for n in numbers]
+    mask = np.ones(len(y), dtype=bool)
+    for p in preds:
+        mask &= ~np.isnan(p).reshape(len(y), -1).any(axis=1)
+    y_m = y[mask]
+    preds = [p[mask] for p in preds]
+
+    def score(p: np.ndarray) -> float:
+        return metric(y_m, p, n_classes)
+
+    singles = [score(p) for p in preds]
+    order = sorted(range(len(numbers)), key=lambda i: singles[i], reverse=metric.greater_is_better)
+    best_i = order[0]
+    counts = np.zeros(len(numbers))
+    counts[best_i] = 1
+    total = preds[best_i].copy()
+    best_score = singles[best_i]
+    for _ in range(rounds - 1):
+        chosen_members = int((counts > 0).sum())
+        candidates = range(len(numbers)) if chosen_members < max_members else np.flatnonzero(counts)
+        n = counts.sum()
+        trial_scores = [(score((total + preds[i]) / (n + 1)), i) for i in candidates]
+        s, i = (max if metric.greater_is_better else min)(trial_scores)
+        if not metric.better(s, best_score) and not np.isclose(s, best_score):
+            break
+        counts[i] += 1
+        total += preds[i]
+        best_score = s
+    chosen = np.flatnonzero(counts)
+    return Selection(trials=[numbers[i] for i in chosen],
+                     weights=[float(counts[i] / counts.sum()) for i in chosen],
+                     score=float(best_score), single_score=float(singles[best_i]))

@@ -1,0 +1,1 @@
+"""Helpers for benchmarks/run_peers.py."""

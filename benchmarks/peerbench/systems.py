@@ -1,0 +1,110 @@
+"""The benchmarked systems: how each one is prepared and which commands a run executes."""
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import envs
+
+BENCH_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = BENCH_DIR.parent
+PEERS_DIR = BENCH_DIR / "peers"
+ALL_SYSTEMS = ("automl", "lightgbm", "flaml", "autogluon")
+AUTOML_N_JOBS = 1
+PEER_N_JOBS = 2
+
+NOTES = {
+    "automl": f"this repo's `automl fit/predict` CLI, --task given, --n-jobs {AUTOML_N_JOBS}",
+    "lightgbm": "LightGBM library defaults, no tuning, budget ignored",
+    "flaml": "FLAML AutoML, time_budget=B, metric as ours",
+    "autogluon": "AutoGluon TabularPredictor, default presets (medium_quality), time_limit=B",
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a system needs for one (dataset, budget) run."""
+
+    train: Path
+    test_features: Path
+    target: str
+    task: str
+    budget: int
+    seed: int
+    run_dir: Path
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    cmd: list[str]
+
+
+def automl_cli() -> Path:
+    return REPO_DIR / ".venv" / "bin" / "automl"
+
+
+def prepare(system: str, rebuild_env: bool = False, log=print) -> None:
+    """Make the system runnable: install a peer's venv, or check the automl CLI exists."""
+    if system == "automl":
+        if not automl_cli().is_file():
+            raise envs.EnvError(f"automl CLI not found at {automl_cli()} (install the project first)")
+        return
+    envs.ensure_env(system, rebuild=rebuild_env, log=log)
+
+
+def steps(system: str, run: RunSpec) -> list[Step]:
+    preds = run.run_dir / "preds.csv"
+    work = run.run_dir / "work"
+    if system == "automl":
+        cli = str(automl_cli())
+        return [
+            Step("fit", [
+                cli, "fit", str(run.train), "--target", run.target, "--task", run.task,
+                "--time-budget", str(run.budget),
+                "--output", str(work), "--seed", str(run.seed), "--n-jobs", str(AUTOML_N_JOBS),
+            ]),
+            Step("predict", [cli, "predict", str(work), str(run.test_features), "--output", str(preds)]),
+        ]
+    script = PEERS_DIR / f"{system}_runner.py"
+    return [Step("fit_predict", [
+        str(envs.venv_python(system)), str(script),
+        "--train", str(run.train), "--test", str(run.test_features), "--target", run.target,
+        "--task", run.task, "--budget", str(run.budget), "--seed", str(run.seed),
+        "--n-jobs", str(PEER_N_JOBS), "--workdir", str(work), "--output", str(preds),
+    ])]
+
+
+def version(system: str) -> str:
+    if system == "automl":
+        return automl_version()
+    return envs.peer_version(system)
+
+
+def automl_version() -> str:
+    """Package version from the project venv plus the git commit (read-only git calls)."""
+    python = REPO_DIR / ".venv" / "bin" / "python"
+    code = "import importlib.metadata as m; print(m.version('automl'))"
+    pkg = _quiet([str(python), "-c", code]) or "unknown"
+    commit = _quiet(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"]) or "no-commit"
+    dirty = _quiet(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "automl", "trainers",
+                    "search_spaces"])
+    return f"{pkg} (git {commit}{'+dirty' if dirty else ''})"
+
+
+def _quiet(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def read_info(run_dir: Path) -> dict:
+    path = run_dir / "info.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}

@@ -1,0 +1,90 @@
+"""Checks of the benchmark runner's helpers: `.venv/bin/python -m pytest benchmarks/test_peerbench.py`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peerbench import data, report, scoring  # noqa: E402
+from peerbench.proc import run_limited  # noqa: E402
+
+
+def test_normalize_higher_and_lower_is_better() -> None:
+    auc = scoring.normalize({"a": 0.9, "b": 0.7, "c": 0.5}, 0.5, higher_is_better=True)
+    assert auc == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.0})
+    loss = scoring.normalize({"a": 0.2, "b": 0.6, "c": 1.4}, 1.0, higher_is_better=False)
+    assert loss == pytest.approx({"a": 1.0, "b": 0.5, "c": -0.5})
+    assert scoring.normalize({"a": 1.2}, 1.0, higher_is_better=False) == {"a": 0.0}
+
+
+def test_ranks_average_ties() -> None:
+    assert scoring.ranks({"a": 2.0, "b": 1.0, "c": 1.0}, higher_is_better=False) == {"a": 3.0, "b": 1.5, "c": 1.5}
+
+
+def test_failures_score_as_constant() -> None:
+    group = [
+        {"system": "x", "status": "ok", "score": 0.3},
+        {"system": "y", "status": "failed", "score": None},
+    ]
+    report.finalize_group(group, baseline=1.0, higher_is_better=False)
+    assert group[0]["normalized"] == 1.0 and group[1]["normalized"] == 0.0
+    assert group[1]["rank"] == 2.0
+
+
+def test_proba_columns_match_labels_by_value(tmp_path: Path) -> None:
+    preds = tmp_path / "preds.csv"
+    pd.DataFrame({"prediction": [1, -1], "proba_-1.0": [0.2, 0.9], "proba_1": [0.8, 0.1]}).to_csv(preds, index=False)
+    truth = np.array(["1", "-1"])
+    assert scoring.score_predictions(preds, truth, "binary", ["-1", "1"]) == 1.0
+
+
+def test_missing_class_column_counts_as_zero_probability(tmp_path: Path) -> None:
+    preds = tmp_path / "preds.csv"
+    pd.DataFrame({"prediction": ["a", "b"], "proba_a": [0.9, 0.1], "proba_b": [0.1, 0.9]}).to_csv(preds, index=False)
+    loss = scoring.score_predictions(preds, np.array(["a", "c"]), "multiclass", ["a", "b", "c"])
+    assert loss > 10  # the unseen class got ~0 probability
+
+
+def test_bad_predictions_raise(tmp_path: Path) -> None:
+    preds = tmp_path / "preds.csv"
+    pd.DataFrame({"prediction": [1.0]}).to_csv(preds, index=False)
+    with pytest.raises(scoring.PredictionError):
+        scoring.score_predictions(preds, np.array([1.0, 2.0]), "regression", [])
+    with pytest.raises(scoring.PredictionError):
+        scoring.score_predictions(tmp_path / "absent.csv", np.array([1.0]), "regression", [])
+
+
+def test_split_drops_missing_target_and_keeps_singletons_in_train(tmp_path: Path) -> None:
+    rows = [{"x": i, "y": "a" if i % 2 else "b"} for i in range(40)]
+    rows += [{"x": 100, "y": "lonely"}, {"x": 101, "y": ""}]
+    source = tmp_path / "toy.csv"
+    pd.DataFrame(rows).to_csv(source, index=False)
+    spec = data.DatasetSpec("toy", "multiclass", "y", source)
+    split = data.prepare_split(spec, tmp_path / "cache", seed=0)
+    train = pd.read_csv(split.train, dtype=str)
+    test = pd.read_csv(split.test, dtype=str)
+    assert (split.n_train, split.n_test) == (33, 8)
+    assert "lonely" in set(train["y"]) and test["y"].value_counts().to_dict() == {"a": 4, "b": 4}
+    assert split.classes == ("a", "b", "lonely")
+    assert "y" not in pd.read_csv(split.test_features).columns
+    again = data.prepare_split(spec, tmp_path / "cache", seed=0)
+    assert again == split
+
+
+def test_run_limited_kills_at_the_limit(tmp_path: Path) -> None:
+    result = run_limited([sys.executable, "-c", "import time; time.sleep(30)"], cwd=tmp_path,
+                         log_prefix=tmp_path / "sleep", timeout_s=1.0, cores=1)
+    assert result.timed_out and result.returncode is None and result.wall_s < 10
+
+
+def test_run_limited_reports_exit_code_and_memory(tmp_path: Path) -> None:
+    code = "import sys; b = bytearray(200 * 2**20); import time; time.sleep(1); sys.exit('boom')"
+    result = run_limited([sys.executable, "-c", code], cwd=tmp_path, log_prefix=tmp_path / "crash",
+                         timeout_s=30, cores=1)
+    assert result.returncode == 1 and "boom" in result.stderr_tail
+    assert result.peak_rss_mb > 150

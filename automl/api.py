@@ -130,10 +130,15 @@ class _AutoMLBase(BaseEstimator):
         self.model_ = result.model
         self.study_ = result.study
         self.leaderboard_ = leaderboard(result.study, problem.metric.greater_is_better)
+        from automl.search import best_trials, learner_params
+
+        best = best_trials(result.study, problem.metric, 1)[0]
+        self.best_learner_, self.best_params_ = learner_params(best)
+        self.best_score_ = float(best.value)
+        # the heaviest member refit on all rows (the model itself when no ensemble was chosen);
+        # predictions use the whole ensemble, described in `ensemble_`
         self.best_estimator_ = result.model.members[0]
-        self.best_params_ = dict(result.model.description[0]["params"])
-        self.best_learner_ = result.model.description[0]["learner"]
-        self.best_score_ = float(result.model.description[0]["score"])
+        self.ensemble_ = result.model.description
         return self
 
 

@@ -5,12 +5,16 @@ Used by the command line and by the Python API alike.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +27,7 @@ from automl.config import SearchConfig
 from automl.contracts import DataInfo, FitData, NullReporter
 from automl.data import Target
 from automl.exceptions import ConfigError, DataError, SearchFailedError
-from automl.isolation import default_memory_cap_mb, run_isolated
+from automl.isolation import default_memory_cap_mb, die_with_parent, run_isolated
 from automl.metrics import get_metric
 from automl.model import AutoMLModel
 from automl.registry import get_trainer, resolve_learners
@@ -42,6 +46,7 @@ from automl.validation import make_splits
 
 log = logging.getLogger("automl")
 STUDY_FORMAT = 1
+KNN_MAX_ROWS = 100_000
 
 
 @dataclass
@@ -74,6 +79,10 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
                     n_classes=len(target.classes or []), class_counts=counts, schema=schema,
                     n_train_rows=splits.n_train_rows)
     learners = resolve_learners(target.task, config.include, config.exclude)
+    if not config.include and len(X) > KNN_MAX_ROWS and "knn" in learners and len(learners) > 1:
+        log.info("leaving out knn: %d rows make nearest-neighbour search too slow (--include knn "
+                 "to force it)", len(X))
+        learners.remove("knn")
     if X.shape[1] > len(X):
         log.info("more columns (%d) than rows (%d): linear and tree models are regularised by the search",
                  X.shape[1], len(X))
@@ -94,7 +103,7 @@ def _warn_leaks(X: pd.DataFrame, target: Target) -> None:
             purity = pd.crosstab(s.astype(str), y).max(axis=1).sum() / len(s)
             if purity >= 0.999 and s.nunique() <= 2 * len(target.classes or []):
                 log.warning("column '%s' alone predicts the target almost perfectly: it may leak the "
-                            "answer; drop it (--exclude-columns) if it is only known afterwards", col)
+                            "answer; drop it (--ignore-columns) if it is only known afterwards", col)
         elif pd.api.types.is_numeric_dtype(s) and s.nunique() > 2:
             corr = np.corrcoef(np.nan_to_num(s.to_numpy(dtype=float)), target.y)[0, 1]
             if np.isfinite(corr) and abs(corr) > 0.999:
@@ -123,6 +132,9 @@ def open_study(config: SearchConfig, problem: Problem, storage_url: str | None,
             if key in attrs and attrs[key] != value:
                 raise ConfigError(f"cannot resume: the study was run with {key}={attrs[key]!r} but "
                                   f"this run has {key}={value!r}; use the same options or a new --output.")
+        # a fresh random stream: replaying the first run's would repeat its configurations
+        study.sampler = study_mod.make_sampler(
+            config.sampler, study_mod.resumed_seed(config.seed, len(study.trials)), config.n_jobs)
         n_dead = study_mod.fail_dead_trials(study)
         n_retry = study_mod.requeue_interrupted(study)
         if n_dead or n_retry:
@@ -134,7 +146,7 @@ def open_study(config: SearchConfig, problem: Problem, storage_url: str | None,
         study.set_user_attr("format", STUDY_FORMAT)
         study.set_user_attr("n_rows", problem.info.n_rows)
         study.set_user_attr("validation", problem.splits.describe())
-        enqueue_defaults(study, problem)
+        enqueue_defaults(study, problem, portfolio=config.sampler != "grid")
     return study
 
 
@@ -146,33 +158,44 @@ def _study_exists(storage: Any, name: str) -> bool:
 
 
 def _run_worker(config: SearchConfig, problem: Problem, storage_url: str, study_name: str,
-                budget: Budget) -> None:
+                budget: Budget, oof_dir: str | None = None) -> None:
     import os
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # (with SIGTERM): trial "interrupted"
+    parent = mp.parent_process()
+    die_with_parent(parent.pid if parent is not None else None)  # and dies with it
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = study_mod.make_storage(storage_url)
     study = optuna.load_study(study_name=study_name, storage=storage,
                               sampler=study_mod.make_sampler(config.sampler, config.seed + os.getpid(),
                                                              config.n_jobs),
                               pruner=study_mod.make_pruner(config.pruner))
-    objective = Objective(problem, config, budget, storage_url)
-    run_optimize(study, objective, budget)
+    objective = Objective(problem, config, budget, storage_url, oof_dir=oof_dir)
+    try:
+        run_optimize(study, objective, budget)
+    except KeyboardInterrupt:
+        os._exit(130)
+    except BaseException as exc:  # noqa: BLE001 - one line, not a traceback from a worker
+        log.warning("worker %d stopped: %s: %s", os.getpid(), type(exc).__name__, exc)
+        os._exit(1)
     os._exit(0)
 
 
 def search(problem: Problem, config: SearchConfig, study: optuna.Study, storage_url: str | None,
            budget: Budget, callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
-           on_result: Callable[[Any, dict[str, Any]], None] | None = None) -> None:
+           on_result: Callable[[Any, dict[str, Any]], None] | None = None,
+           oof_dir: str | None = None) -> None:
     """Run the trials: in this process, plus ``n_jobs - 1`` forked workers on the same storage."""
-    objective = Objective(problem, config, budget, storage_url, on_result=on_result)
+    objective = Objective(problem, config, budget, storage_url, on_result=on_result, oof_dir=oof_dir)
     workers: list[Any] = []
     if config.n_jobs > 1 and storage_url is not None:
         ctx = mp.get_context("fork")
         for _ in range(config.n_jobs - 1):
             p = ctx.Process(target=_run_worker,
-                            args=(config, problem, storage_url, study.study_name, budget), daemon=False)
+                            args=(config, problem, storage_url, study.study_name, budget, oof_dir),
+                            daemon=False)
             p.start()
             workers.append(p)
     try:
@@ -180,7 +203,12 @@ def search(problem: Problem, config: SearchConfig, study: optuna.Study, storage_
     except BaseException:
         for p in workers:
             if p.is_alive():
-                p.terminate()
+                p.terminate()  # the worker records its running trial as interrupted
+        for p in workers:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
         raise
     finally:
         for p in workers:
@@ -190,21 +218,21 @@ def search(problem: Problem, config: SearchConfig, study: optuna.Study, storage_
                 p.join()
 
 
-def refit(problem: Problem, config: SearchConfig, study: optuna.Study, budget: Budget,
-          fallback: dict[int, Any] | None = None) -> AutoMLModel:
-    """Refit the best configuration on all rows (in a child with a deadline when isolating)."""
-    best = best_trials(study, problem.metric, 1)
-    if not best:
-        states: dict[str, int] = {}
-        reasons: list[str] = []
-        for t in study.trials:
-            states[t.state.name] = states.get(t.state.name, 0) + 1
-            if t.user_attrs.get("fail_reason"):
-                reasons.append(t.user_attrs["fail_reason"])
-        why = f"; last failure: {reasons[-1]}" if reasons else ""
-        raise SearchFailedError(f"no trial succeeded ({states or 'no trials ran'}){why}; "
-                                "give a larger --time-budget or check the data.")
-    trial = best[0]
+def _no_success_error(study: optuna.Study) -> SearchFailedError:
+    states: dict[str, int] = {}
+    reasons: list[str] = []
+    for t in study.trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+        if t.user_attrs.get("fail_reason"):
+            reasons.append(t.user_attrs["fail_reason"])
+    why = f"; last failure: {reasons[-1]}" if reasons else ""
+    return SearchFailedError(f"no trial succeeded ({states or 'no trials ran'}){why}; "
+                             "give a larger --time-budget or check the data.")
+
+
+def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial,
+                deadline: float) -> Any | None:
+    """Refit one trial's configuration on all rows; None if it fails or runs out of time."""
     learner, params = learner_params(trial)
     trainer = get_trainer(learner)
     extra: dict[str, Any] = {}
@@ -214,37 +242,101 @@ def refit(problem: Problem, config: SearchConfig, study: optuna.Study, budget: B
     data = FitData(X_train=problem.X, y_train=problem.y, X_valid=None, y_valid=None,
                    info=problem.info, metric=problem.metric, seed=config.seed,
                    n_threads=config.threads_per_trial(len(problem.y)), extra=extra,
-                   accelerator=config.extra.get("accelerator", "cpu"))
-    end = budget.end
+                   accelerator=config.extra.get("accelerator", "cpu"), deadline=deadline)
+    if not config.isolate:
+        try:
+            return trainer.fit(params, data, NullReporter())
+        except Exception as exc:  # noqa: BLE001 - a failed refit falls back, it does not crash
+            log.warning("refit of trial %d (%s) failed: %s", trial.number, learner, exc)
+            return None
+    outcome = run_isolated(lambda: trainer.fit(params, data, NullReporter()), deadline=deadline,
+                           mem_cap_mb=config.memory_limit_mb or default_memory_cap_mb(1))
+    if outcome.status == "ok":
+        return outcome.value
+    log.warning("refit of trial %d (%s) failed (%s)", trial.number, learner, outcome.reason)
+    return None
+
+
+def select_ensemble(problem: Problem, study: optuna.Study, oof_dir: str | None,
+                    n_candidates: int = 10) -> tuple[list[FrozenTrial], list[float], float | None]:
+    """Caruana selection over the best trials' out-of-fold predictions (best single if none helps)."""
+    from automl.ensemble import caruana
+    from automl.search import load_oof
+
+    ranked = best_trials(study, problem.metric, 10_000)
+    if not ranked:
+        raise _no_success_error(study)
+    candidates = ranked[:n_candidates]
+    for learner in problem.learners:  # the best of every learner family, for diversity
+        top = next((t for t in ranked if t.params.get("learner") == learner), None)
+        if top is not None and top not in candidates:
+            candidates.append(top)
+    oof = load_oof(oof_dir, [t.number for t in candidates]) if oof_dir else {}
+    if len(oof) < 2 or ranked[0].number not in oof:
+        return [ranked[0]], [1.0], None
+    k = problem.info.n_classes
+    folds = np.full(len(problem.y), -1)
+    for i, (_, va) in enumerate(problem.splits.folds):
+        folds[va] = i
+    t0 = time.monotonic()
+    sel = caruana(oof, problem.y, problem.metric, k, folds=folds)
+    log.debug("ensemble selection took %.2fs", time.monotonic() - t0)
+    if not sel.improves or not problem.metric.better(sel.score, sel.single_score):
+        return [ranked[0]], [1.0], None
+    by_number = {t.number: t for t in candidates}
+    members = sorted(zip(sel.trials, sel.weights), key=lambda tw: -tw[1])
+    log.info("ensemble of %d trials: validation %s %.5g (best single %.5g)", len(members),
+             problem.metric.name, sel.score, sel.single_score)
+    return [by_number[n] for n, _ in members], [w for _, w in members], sel.score
+
+
+def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, budget: Budget,
+                fallback: dict[int, Any] | None = None, oof_dir: str | None = None) -> AutoMLModel:
+    """Refit the winner (an ensemble of trials, or the best trial) on all rows."""
+    if config.ensemble:
+        trials, weights, ens_score = select_ensemble(problem, study, oof_dir)
+    else:
+        best = best_trials(study, problem.metric, 1)
+        if not best:
+            raise _no_success_error(study)
+        trials, weights, ens_score = best, [1.0], None
     if budget.time_budget:
-        slack = max(0.1 * budget.time_budget, 5.0)
-        deadline = end + 0.5 * slack
+        hard = budget.end + 0.5 * max(0.1 * budget.time_budget, 5.0)
     else:
-        deadline = time.monotonic() + max(60.0, 10 * refit_estimate(trial, problem))
-    data.deadline = deadline
-    estimator = None
-    if config.isolate:
-        outcome = run_isolated(lambda: trainer.fit(params, data, NullReporter()), deadline=deadline,
-                               mem_cap_mb=config.memory_limit_mb or default_memory_cap_mb(1))
-        if outcome.status == "ok":
-            estimator = outcome.value
-        else:
-            log.warning("refit of trial %d failed (%s)", trial.number, outcome.reason)
-    else:
-        estimator = trainer.fit(params, data, NullReporter())
-    if estimator is None:
-        model = (fallback or {}).get(trial.number)
-        if model is None:
-            raise SearchFailedError(f"refitting the best trial ({learner}) on all rows failed and no "
-                                    "fold model was kept; give a larger --time-budget.")
-        log.warning("using the best trial's model trained on its first split instead of a refit")
-        estimator = model
-    return AutoMLModel(
+        hard = time.monotonic() + max(60.0, 10 * sum(refit_estimate(t, problem) for t in trials))
+    members, kept_w, desc = [], [], []
+    for i, (trial, w) in enumerate(zip(trials, weights)):
+        # the first (heaviest) member may use the slack; the others must fit in the budget
+        deadline = hard if i == 0 else min(hard, budget.end if budget.time_budget else hard)
+        if i > 0 and time.monotonic() + refit_estimate(trial, problem) > deadline:
+            log.info("no time left to refit ensemble member trial %d; leaving it out", trial.number)
+            continue
+        est = refit_trial(problem, config, trial, deadline)
+        if est is None and i == 0 and fallback and trial.number in fallback:
+            log.warning("using trial %d's model trained on its first split instead of a refit",
+                        trial.number)
+            est = fallback[trial.number]
+        if est is None:
+            continue
+        learner, params = learner_params(trial)
+        members.append(est)
+        kept_w.append(w)
+        desc.append({"trial": trial.number, "learner": learner, "params": params,
+                     "score": trial.value, "weight": w})
+    if not members:
+        raise SearchFailedError(f"refitting the best trial ({trials[0].params.get('learner')}) on all "
+                                "rows failed and no fold model was kept; give a larger --time-budget.")
+    total = sum(kept_w)
+    kept_w = [w / total for w in kept_w]
+    for d, w in zip(desc, kept_w):
+        d["weight"] = w
+    model = AutoMLModel(
         schema=problem.info.schema, task=problem.info.task, classes=problem.classes,
-        metric=problem.metric.name, target="", members=[estimator], weights=[1.0],
-        description=[{"trial": trial.number, "learner": learner, "params": params,
-                      "score": trial.value}],
+        metric=problem.metric.name, target="", members=members, weights=kept_w, description=desc,
     )
+    model.validation_score = ens_score if (ens_score is not None and len(members) == len(trials)) \
+        else trials[0].value
+    return model
 
 
 def fit(X_raw: pd.DataFrame, target: Target, config: SearchConfig, *, target_name: str,
@@ -263,6 +355,10 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 start: float | None = None, callbacks: Sequence[Callable[..., None]] = ()) -> FitResult:
     """Search and refit on an already prepared :class:`Problem`."""
     start = time.monotonic() if start is None else start
+    if storage_url is None and config.isolate:
+        # An in-memory study cannot be reached from a child process, so trials run here; the
+        # refit must then run here too: forking after OpenMP ran in this process can hang.
+        config = dataclasses.replace(config, isolate=False)
     if any(getattr(get_trainer(name), "needs_accelerator", False) for name in problem.learners):
         config.extra["accelerator"] = config.resolved_accelerator()
     with warnings.catch_warnings():
@@ -279,13 +375,27 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 fallback.clear()
                 fallback[trial.number] = result["model"]
 
-        search(problem, config, study, storage_url, budget, callbacks, on_result=keep)
-        model = refit(problem, config, study, budget, fallback)
+        oof_dir = config.extra.get("oof_dir")
+        tmp_dir = None
+        if config.ensemble and not oof_dir:
+            tmp_dir = tempfile.mkdtemp(prefix="automl-oof-")
+            oof_dir = tmp_dir
+        elif oof_dir:
+            Path(oof_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            search(problem, config, study, storage_url, budget, callbacks, on_result=keep,
+                   oof_dir=oof_dir)
+            model = build_model(problem, config, study, budget, fallback, oof_dir)
+        finally:
+            if tmp_dir:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
     model.target = target_name
     summary = {
         "task": problem.info.task.value, "metric": problem.metric.name,
         "validation": problem.splits.describe(), "n_rows": problem.info.n_rows,
-        "n_trials": len(study.trials), "best": model.description[0],
+        "n_trials": sum(t.state.is_finished() for t in study.trials), "best": model.description[0],
+        "ensemble": model.description if len(model.members) > 1 else None,
+        "validation_score": getattr(model, "validation_score", None),
         "elapsed_s": round(time.monotonic() - start, 2),
     }
     return FitResult(model=model, study=study, problem=problem, summary=summary)

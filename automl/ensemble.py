@@ -28,8 +28,11 @@ class Selection:
 
 
 def caruana(oof: dict[int, np.ndarray], y: np.ndarray, metric: Metric, n_classes: int,
-            rounds: int = 40, max_members: int = 8) -> Selection:
+            rounds: int = 25, max_members: int = 8, folds: np.ndarray | None = None) -> Selection:
     """Select weights over ``oof`` (trial number -> predictions, NaN where not validated).
+
+    With ``folds`` (the validation fold of each row), a score is the mean of the per-fold
+    metrics, exactly as a trial's value is, so ensemble and trial scores compare directly.
 
     Example:
         >>> from automl.metrics import METRICS
@@ -47,9 +50,13 @@ def caruana(oof: dict[int, np.ndarray], y: np.ndarray, metric: Metric, n_classes
         mask &= ~np.isnan(p).reshape(len(y), -1).any(axis=1)
     y_m = y[mask]
     preds = [p[mask] for p in preds]
+    groups = [np.ones(len(y_m), dtype=bool)]
+    if folds is not None:
+        f = np.asarray(folds)[mask]
+        groups = [f == g for g in np.unique(f)]
 
     def score(p: np.ndarray) -> float:
-        return metric(y_m, p, n_classes)
+        return float(np.mean([metric(y_m[g], p[g], n_classes) for g in groups]))
 
     singles = [score(p) for p in preds]
     order = sorted(range(len(numbers)), key=lambda i: singles[i], reverse=metric.greater_is_better)

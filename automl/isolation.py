@@ -40,8 +40,27 @@ def default_memory_cap_mb(n_parallel: int = 1, fraction: float = 0.7) -> float:
     return fraction * psutil.virtual_memory().available / 2**20 / max(1, n_parallel)
 
 
-def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None) -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Ask Linux to SIGKILL this (forked) process when its parent dies.
+
+    A parent killed with SIGKILL cannot stop its trial children or workers itself; without
+    this they would run on, orphaned, until their own deadline. A no-op elsewhere.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:  # it died before prctl
+        os._exit(1)
+
+
+def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
+                parent_pid: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
     if mem_cap_mb:
         # A backstop beside the parent's RSS watch: address space = now + 2 x cap.
         vms = psutil.Process().memory_info().vms
@@ -75,7 +94,10 @@ def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | 
     """Run ``fn`` in a forked child; kill it at ``deadline`` (``time.monotonic``) or over the cap."""
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(send, fn, mem_cap_mb), daemon=False)
+    proc = ctx.Process(target=_child_main, args=(send, fn, mem_cap_mb, os.getpid()), daemon=False)
+    # The child starts out sharing this process's pages (counted in its RSS): the cap is on
+    # what the trial adds to them.
+    base = psutil.Process().memory_info().rss
     proc.start()
     send.close()
     ps = psutil.Process(proc.pid)
@@ -96,7 +118,8 @@ def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | 
                 return ChildOutcome("timeout", reason="stopped: ran past its time limit")
             if mem_cap_mb:
                 try:
-                    rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)]) / 2**20
+                    own = max(0, ps.memory_info().rss - base)
+                    rss = (own + sum(p.memory_info().rss for p in ps.children(recursive=True))) / 2**20
                 except psutil.Error:
                     rss = 0.0
                 peak = max(peak, rss)

@@ -32,6 +32,7 @@ class AutoMLModel:
     members: list[Any]  # fitted pipelines (one, or the members of an ensemble)
     weights: list[float]
     description: list[dict[str, Any]] = field(default_factory=list)  # learner, params, trial
+    validation_score: float | None = None  # of the whole model (ensemble or single trial)
 
     @property
     def n_classes(self) -> int:

@@ -99,6 +99,7 @@ def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | N
         "python": platform.python_version(), "packages": package_versions(),
         "task": model.task.value, "metric": model.metric, "target": model.target,
         "classes": _jsonable(model.classes), "schema": model.schema.to_dict(), "members": members,
+        "validation_score": model.validation_score,
         **(extra or {}),
     }
     path = folder / MANIFEST
@@ -193,6 +194,7 @@ def load_model(folder: str | Path) -> AutoMLModel:
         schema=FeatureSchema.from_dict(manifest["schema"]), task=Task(manifest["task"]),
         classes=manifest.get("classes"), metric=manifest.get("metric", ""),
         target=manifest.get("target", ""), members=members, weights=weights, description=desc,
+        validation_score=manifest.get("validation_score"),
     )
 
 

@@ -158,6 +158,7 @@ class Objective:
     storage_url: str | None
     on_result: Callable[[FrozenTrial | optuna.Trial, dict[str, Any]], None] | None = None
     best_so_far: float | None = None
+    oof_dir: str | None = None
     spaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -198,7 +199,9 @@ class Objective:
         try:
             if isolate:
                 cap = self.config.memory_limit_mb or default_memory_cap_mb(self.config.n_jobs)
-                outcome = run_isolated(job, deadline=deadline + HARD_KILL_GRACE_S, mem_cap_mb=cap)
+                # the grace never eats into the time kept for the refit and saving
+                hard = min(deadline + HARD_KILL_GRACE_S, self.budget.search_end() + 0.5)
+                outcome = run_isolated(job, deadline=hard, mem_cap_mb=cap)
                 if outcome.status == "pruned":
                     raise optuna.TrialPruned(outcome.reason)
                 if outcome.status != "ok":
@@ -233,6 +236,8 @@ class Objective:
             trial.set_user_attr("n_iterations", int(result["n_iterations"]))
         for key, val in (result.get("balance") or {}).items():
             trial.set_user_attr(key, round(val, 6))
+        if self.oof_dir is not None and result.get("oof") is not None:
+            save_oof(self.oof_dir, trial.number, result["oof"])
         if self.on_result is not None:
             self.on_result(trial, result)
         value = result["value"]
@@ -248,12 +253,48 @@ def learner_params(trial: FrozenTrial) -> tuple[str, dict[str, Any]]:
     return learner, {k[len(prefix):]: v for k, v in trial.params.items() if k.startswith(prefix)}
 
 
-def enqueue_defaults(study: optuna.Study, problem: Problem) -> None:
-    """Queue each learner's cheap default configuration, in registry order, before sampling."""
+def enqueue_defaults(study: optuna.Study, problem: Problem, portfolio: bool = True) -> None:
+    """Queue each learner's cheap default configuration, then the portfolio configurations
+    (round-robin over learners), before the sampler takes over."""
+    queue: list[tuple[str, dict[str, Any], str]] = []
+    portfolios: list[list[dict[str, Any]]] = []
     for learner in problem.learners:
-        params = get_trainer(learner).default(problem.info)
+        trainer = get_trainer(learner)
+        queue.append((learner, dict(trainer.default(problem.info)), "default"))
+        extra = getattr(trainer, "portfolio", None)
+        portfolios.append(list(extra(problem.info)) if (extra and portfolio) else [])
+    for i in range(max((len(p) for p in portfolios), default=0)):
+        for learner, configs in zip(problem.learners, portfolios):
+            if i < len(configs):
+                queue.append((learner, configs[i], "portfolio"))
+    for learner, params, kind in queue:
         study.enqueue_trial({"learner": learner, **{f"{learner}__{k}": v for k, v in params.items()}},
-                            user_attrs={"queued": "default"}, skip_if_exists=True)
+                            user_attrs={"queued": kind}, skip_if_exists=True)
+
+
+def save_oof(folder: str, number: int, oof: np.ndarray) -> None:
+    """Keep a trial's out-of-fold predictions for ensemble selection (atomic write)."""
+    import os
+    from pathlib import Path
+
+    path = Path(folder) / f"trial-{number}.npy"
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, np.asarray(oof, dtype=np.float32))
+    os.replace(tmp, path)
+
+
+def load_oof(folder: str, numbers: Sequence[int]) -> dict[int, np.ndarray]:
+    from pathlib import Path
+
+    out = {}
+    for n in numbers:
+        path = Path(folder) / f"trial-{n}.npy"
+        if path.is_file():
+            try:
+                out[n] = np.load(path)
+            except (OSError, ValueError):
+                continue
+    return out
 
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
@@ -279,11 +320,13 @@ def run_optimize(study: optuna.Study, objective: Objective, budget: Budget,
     """Run trials in this process until the budget (time or number of trials) is spent."""
     problem = objective.problem
 
+    n_refit = 3 if objective.config.ensemble else 1
+
     def stop_when_spent(st: optuna.Study, trial: FrozenTrial) -> None:
-        best = best_trials(st, problem.metric, 1)
+        best = best_trials(st, problem.metric, n_refit)
         if best and budget.time_budget:
-            est = refit_estimate(best[0], problem)
-            budget.reserve = min(max(budget.reserve, est + 1.0), 0.5 * budget.time_budget)
+            est = sum(refit_estimate(t, problem) for t in best)
+            budget.reserve = min(max(budget.reserve, est + 1.0), 0.4 * budget.time_budget)
         if budget.time_budget and budget.remaining() <= 0.5:
             st.stop()
         if budget.n_trials is not None:
@@ -298,5 +341,10 @@ def run_optimize(study: optuna.Study, objective: Objective, budget: Budget,
             return
     if budget.time_budget and budget.remaining() <= 0.5:
         return
-    study.optimize(objective, catch=(TrialFailed,), callbacks=[stop_when_spent, *callbacks],
-                   gc_after_trial=False)
+    from automl.scheduler import LearnerScheduler
+
+    schedule = LearnerScheduler(problem.learners, problem.metric.greater_is_better,
+                                seed=objective.config.seed + len(study.trials))
+    schedule(study)
+    study.optimize(objective, catch=(TrialFailed,),
+                   callbacks=[stop_when_spent, schedule, *callbacks], gc_after_trial=False)

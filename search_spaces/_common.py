@@ -16,3 +16,20 @@ def class_weight(info: DataInfo) -> dict[str, CategoricalDistribution]:
 
 def clip(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
+
+
+def fit_to_space(params: dict, space: dict) -> dict:
+    """Clip a configuration into the space's bounds (bounds depend on the data's size)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out = {}
+    for key, dist in space.items():
+        value = params[key]
+        if isinstance(dist, IntDistribution):
+            value = int(min(max(int(round(value)), dist.low), dist.high))
+        elif isinstance(dist, FloatDistribution):
+            value = float(min(max(float(value), dist.low), dist.high))
+        elif isinstance(dist, CategoricalDistribution) and value not in dist.choices:
+            value = dist.choices[0]
+        out[key] = value
+    return out

@@ -7,7 +7,7 @@ from typing import Any
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from automl.contracts import DataInfo
-from search_spaces._common import class_weight, clip
+from search_spaces._common import class_weight, clip, fit_to_space
 
 
 def space(info: DataInfo) -> dict[str, Any]:
@@ -30,3 +30,10 @@ def default(info: DataInfo) -> dict[str, Any]:
         "max_features": 1.0,
         **({"class_weight": None} if info.task.is_classification else {}),
     }
+
+
+def portfolio(info: DataInfo) -> list[dict[str, Any]]:
+    cw = {"class_weight": None} if info.task.is_classification else {}
+    configs = [{"learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 20,
+                "l2_regularization": 1.0, "max_features": 0.8, **cw}]
+    return [fit_to_space(c, space(info)) for c in configs]

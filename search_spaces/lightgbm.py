@@ -7,7 +7,7 @@ from typing import Any
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from automl.contracts import DataInfo
-from search_spaces._common import class_weight, clip
+from search_spaces._common import class_weight, clip, fit_to_space
 
 
 def space(info: DataInfo) -> dict[str, Any]:
@@ -31,3 +31,18 @@ def default(info: DataInfo) -> dict[str, Any]:
         "colsample_bytree": 1.0, "subsample": 1.0, "reg_alpha": 1e-8, "reg_lambda": 1e-8,
         **({"class_weight": None} if info.task.is_classification else {}),
     }
+
+
+def portfolio(info: DataInfo) -> list[dict[str, Any]]:
+    """Strong configurations known from practice, tried after every learner's default:
+    a slower, subsampled one; a large-leaf one for big data; a small, regularised one."""
+    cw = {"class_weight": None} if info.task.is_classification else {}
+    configs = [
+        {"learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 20, "colsample_bytree": 0.8,
+         "subsample": 0.8, "reg_alpha": 1e-8, "reg_lambda": 1.0, **cw},
+        {"learning_rate": 0.03, "num_leaves": 128, "min_child_samples": 5, "colsample_bytree": 0.9,
+         "subsample": 1.0, "reg_alpha": 1e-8, "reg_lambda": 1e-8, **cw},
+        {"learning_rate": 0.05, "num_leaves": 8, "min_child_samples": 10, "colsample_bytree": 0.5,
+         "subsample": 0.8, "reg_alpha": 0.1, "reg_lambda": 3.0, **cw},
+    ]
+    return [fit_to_space(c, space(info)) for c in configs]

@@ -32,3 +32,11 @@ def elasticnet_space(info: DataInfo) -> dict[str, Any]:
 
 def elasticnet_default(info: DataInfo) -> dict[str, Any]:
     return {"alpha": 1e-3, "l1_ratio": 0.5}
+
+
+def logistic_portfolio(info: DataInfo) -> list[dict[str, Any]]:
+    return [{"C": 0.1, "class_weight": None}, {"C": 10.0, "class_weight": None}]
+
+
+def ridge_portfolio(info: DataInfo) -> list[dict[str, Any]]:
+    return [{"alpha": 10.0}, {"alpha": 0.1}]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+
+# OpenMP threads that spin while waiting crawl when tests share the two cores (as the CLI sets).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 
 import numpy as np

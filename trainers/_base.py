@@ -37,6 +37,11 @@ class PreprocessedTrainer:
     def default(self, info: DataInfo) -> Mapping[str, Any]:
         return type(self).default_fn(info)  # type: ignore[attr-defined]
 
+    def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
+        """Extra strong configurations tried after every learner's default (optional)."""
+        fn = getattr(type(self), "portfolio_fn", None)
+        return list(fn(info)) if fn is not None else []
+
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
         raise NotImplementedError
 
@@ -69,6 +74,11 @@ def score_model(model: Any, Xv: Any, data: FitData) -> float:
 def check_deadline(data: FitData) -> None:
     if time.monotonic() > data.deadline:
         raise TimeUp("the trial ran past its time limit")
+
+
+def past_deadline(data: FitData) -> bool:
+    """True once the trial's soft deadline has passed (stop adding stages, keep the model)."""
+    return time.monotonic() > data.deadline
 
 
 def n_threads(data: FitData) -> int:

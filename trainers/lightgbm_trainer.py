@@ -46,6 +46,9 @@ class LightGBMTrainer:
     def default(self, info: DataInfo) -> Mapping[str, Any]:
         return lgb_space.default(info)
 
+    def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
+        return lgb_space.portfolio(info)
+
     def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
         import lightgbm as lgb
 

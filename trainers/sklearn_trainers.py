@@ -24,7 +24,7 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from automl.contracts import FitData, Reporter, Task
 from automl.preprocessing import categorical_indices
 from search_spaces import forest, hist_gb, knn, linear
-from trainers._base import PreprocessedTrainer, check_deadline, n_threads, score_model
+from trainers._base import PreprocessedTrainer, n_threads, past_deadline, score_model
 
 CLF = frozenset({Task.BINARY, Task.MULTICLASS})
 REG = frozenset({Task.REGRESSION})
@@ -43,6 +43,7 @@ class LogisticTrainer(PreprocessedTrainer):
     style = "linear"
     space_fn = staticmethod(linear.logistic_space)
     default_fn = staticmethod(linear.logistic_default)
+    portfolio_fn = staticmethod(linear.logistic_portfolio)
 
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
         return LogisticRegression(C=params["C"], class_weight=params.get("class_weight"),
@@ -55,6 +56,7 @@ class RidgeTrainer(PreprocessedTrainer):
     style = "linear"
     space_fn = staticmethod(linear.ridge_space)
     default_fn = staticmethod(linear.ridge_default)
+    portfolio_fn = staticmethod(linear.ridge_portfolio)
 
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
         return Ridge(alpha=params["alpha"])
@@ -92,6 +94,7 @@ class _ForestTrainer(PreprocessedTrainer):
     tasks = ALL
     space_fn = staticmethod(forest.space)
     default_fn = staticmethod(forest.default)
+    portfolio_fn = staticmethod(forest.portfolio)
     classes: tuple[type, type]
 
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
@@ -111,7 +114,8 @@ class _ForestTrainer(PreprocessedTrainer):
             model.fit(Xt, data.y_train, sample_weight=data.sample_weight)
             if Xv is not None and step < FOREST_STEPS:
                 reporter.report(step, score_model(model, Xv, data))
-            check_deadline(data)
+            if past_deadline(data):  # keep the trees grown so far
+                break
         return model
 
 
@@ -130,6 +134,7 @@ class HistGBTrainer(PreprocessedTrainer):
     tasks = ALL
     space_fn = staticmethod(hist_gb.space)
     default_fn = staticmethod(hist_gb.default)
+    portfolio_fn = staticmethod(hist_gb.portfolio)
 
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
         common = dict(
@@ -155,8 +160,7 @@ class HistGBTrainer(PreprocessedTrainer):
                       X_val=Xv, y_val=data.y_valid)
             stopped = model.n_iter_ < stage
             reporter.report(stage, score_model(model, Xv, data))
-            if stopped:
+            if stopped or past_deadline(data):
                 break
-            check_deadline(data)
         data.extra["n_iterations"] = int(model.n_iter_)
         return model

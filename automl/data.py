@@ -95,9 +95,15 @@ def _read_csv(p: Path) -> pd.DataFrame:
     with p.open("rb") as fh:
         head = fh.read(1 << 16)
     encoding = _sniff_encoding(head)
+    if b"\x00" in head and encoding != "utf-16":
+        hint = " (a spreadsheet? save it as CSV)" if p.suffix.lower() in (".xlsx", ".xls", ".ods") else ""
+        raise DataError(f"'{p}' is not a text file{hint}; give a CSV or Parquet file.")
     sample = head.decode(encoding, errors="replace")
     sep = _sniff_delimiter(sample)
-    header = next(csv.reader(io.StringIO(sample), delimiter=sep), [])
+    try:
+        header = next(csv.reader(io.StringIO(sample), delimiter=sep), [])
+    except csv.Error as exc:
+        raise DataError(f"cannot parse '{p}' as CSV (delimiter {sep!r}, {encoding}): {exc}") from None
     header = [h.strip() for h in header]
     try:
         df = pd.read_csv(
@@ -126,6 +132,11 @@ def suggest_names(name: str, choices: list[str]) -> str:
         return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
     shown = ", ".join(choices[:10]) + (" ..." if len(choices) > 10 else "")
     return f"the columns are: {shown}"
+
+
+def _show(value: object) -> str:
+    """A value for a message: ``3.5``, not ``np.float64(3.5)``."""
+    return repr(value.item() if hasattr(value, "item") else value)
 
 
 @dataclass
@@ -182,11 +193,14 @@ def prepare_target(df: pd.DataFrame, target: str, task: str | Task = "auto") -> 
     y_raw = y_raw.reset_index(drop=True)
     if X.shape[1] == 0:
         raise DataError(f"there are no feature columns besides the target '{target}'; add feature columns.")
+    if len(y_raw) < 2:
+        raise DataError(f"only {len(y_raw)} row has a value of the target '{target}'; at least 2 rows "
+                        "are needed (many more for a useful model); add rows.")
     resolved = infer_task(y_raw) if str(task) in ("auto", "None") else Task(str(task))
     n_unique = y_raw.nunique()
     if resolved.is_classification:
         if n_unique < 2:
-            raise DataError(f"target '{target}' has a single class ({y_raw.iloc[0]!r}); "
+            raise DataError(f"target '{target}' has a single class ({_show(y_raw.iloc[0])}); "
                             "classification needs at least two classes.")
         if resolved is Task.BINARY and n_unique > 2:
             raise ConfigError(f"--task binary but target '{target}' has {n_unique} classes; "
@@ -201,6 +215,10 @@ def prepare_target(df: pd.DataFrame, target: str, task: str | Task = "auto") -> 
         y = y_raw.map(index).to_numpy(dtype=np.int64)
         counts = np.bincount(y, minlength=len(classes))
         singles = [str(classes[i]) for i in np.flatnonzero(counts < 2)]
+        if singles and resolved is Task.BINARY:
+            raise DataError(f"target '{target}' has a class with a single row ({_show(singles[0])}, 1 of "
+                            f"{len(y)} rows); a binary model needs at least 2 rows of each class to "
+                            "train and validate; add rows of that class or check the target.")
         if singles:
             log.warning("classes with a single row: %s; they cannot be validated and are rarely "
                         "predicted — add rows or merge them", ", ".join(singles[:10]))
@@ -210,7 +228,7 @@ def prepare_target(df: pd.DataFrame, target: str, task: str | Task = "auto") -> 
     bad = y_num.isna().to_numpy()
     if bad.all():
         raise DataError(f"--task regression but target '{target}' is not numeric "
-                        f"(e.g. {y_raw.iloc[0]!r}); use --task auto or a numeric target.")
+                        f"(e.g. {_show(y_raw.iloc[0])}); use --task auto or a numeric target.")
     if bad.any():
         log.warning("dropped %d rows whose target '%s' is not a number", int(bad.sum()), target)
         X = X.loc[~bad].reset_index(drop=True)

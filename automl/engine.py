@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing as mp
+import pickle
 import shutil
 import tempfile
 import time
@@ -249,8 +250,10 @@ def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial,
         except Exception as exc:  # noqa: BLE001 - a failed refit falls back, it does not crash
             log.warning("refit of trial %d (%s) failed: %s", trial.number, learner, exc)
             return None
-    outcome = run_isolated(lambda: trainer.fit(params, data, NullReporter()), deadline=deadline,
-                           mem_cap_mb=config.memory_limit_mb or default_memory_cap_mb(1))
+    # the model comes back as bytes, unpickled after the last fork (see build_model)
+    outcome = run_isolated(
+        lambda: pickle.dumps(trainer.fit(params, data, NullReporter()), protocol=pickle.HIGHEST_PROTOCOL),
+        deadline=deadline, mem_cap_mb=config.memory_limit_mb or default_memory_cap_mb(1))
     if outcome.status == "ok":
         return outcome.value
     log.warning("refit of trial %d (%s) failed (%s)", trial.number, learner, outcome.reason)
@@ -311,8 +314,14 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
         if i > 0 and time.monotonic() + refit_estimate(trial, problem) > deadline:
             log.info("no time left to refit ensemble member trial %d; leaving it out", trial.number)
             continue
-        est = refit_trial(problem, config, trial, deadline)
-        if est is None and i == 0 and fallback and trial.number in fallback:
+        kept = (fallback or {}).get(trial.number) if i == 0 else None
+        if kept is not None and time.monotonic() + refit_estimate(trial, problem) > deadline:
+            log.info("no time to refit trial %d on all rows; keeping its model trained on the "
+                     "first split", trial.number)
+            est = kept
+        else:
+            est = refit_trial(problem, config, trial, deadline)
+        if est is None and kept is not None:
             log.warning("using trial %d's model trained on its first split instead of a refit",
                         trial.number)
             est = fallback[trial.number]
@@ -323,6 +332,8 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
         kept_w.append(w)
         desc.append({"trial": trial.number, "learner": learner, "params": params,
                      "score": trial.value, "weight": w})
+    # fold models kept as bytes are unpickled only now, after the last forked refit
+    members = [pickle.loads(m) if isinstance(m, bytes) else m for m in members]
     if not members:
         raise SearchFailedError(f"refitting the best trial ({trials[0].params.get('learner')}) on all "
                                 "rows failed and no fold model was kept; give a larger --time-budget.")

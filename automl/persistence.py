@@ -81,7 +81,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Save ``model`` into ``folder`` (created if needed) and return the manifest path."""
-    import skops.io as sio
+    sio = skops_io()
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,6 +109,29 @@ def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | N
         if stale.name not in keep:
             stale.unlink(missing_ok=True)
     return path
+
+
+def skops_io() -> Any:
+    """``skops.io``, imported without dragging in torch.
+
+    skops lists scikit-learn's estimators when imported, which imports every sklearn
+    package, ``sklearn.externals.array_api_compat.torch`` (and so torch, seconds) included
+    when torch is installed. That package is hidden for the import, then restored.
+    """
+    import sys
+
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    key = "sklearn.externals.array_api_compat.torch"
+    hide = key not in sys.modules
+    if hide:
+        sys.modules[key] = None  # type: ignore[assignment] - makes `import key` fail fast
+    try:
+        import skops.io
+    finally:
+        if hide and sys.modules.get(key, 0) is None:
+            del sys.modules[key]
+    return skops.io
 
 
 def _jsonable(value: Any) -> Any:
@@ -171,7 +194,7 @@ def verify(folder: str | Path) -> dict[str, Any]:
 
 def load_model(folder: str | Path) -> AutoMLModel:
     """Verify, then load, a model folder written by :func:`save_model`."""
-    import skops.io as sio
+    sio = skops_io()
 
     folder = Path(folder)
     manifest = verify(folder)

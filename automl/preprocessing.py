@@ -112,12 +112,17 @@ def _ordinal() -> OrdinalEncoder:
     )
 
 
-def _target_encoder(task_is_clf: bool, seed: int) -> TargetEncoder:
-    return TargetEncoder(target_type="auto", cv=KFold(5, shuffle=True, random_state=seed))
+def _target_encoder(task: Any, seed: int) -> TargetEncoder:
+    # The task decides the encoding: "auto" would read an integer-valued regression target
+    # as hundreds of classes and emit one column per class.
+    value = getattr(task, "value", task)
+    target_type = {"regression": "continuous", "binary": "binary",
+                   "multiclass": "multiclass"}.get(str(value), "auto")
+    return TargetEncoder(target_type=target_type, cv=KFold(5, shuffle=True, random_state=seed))
 
 
 def make_preprocessor(schema: FeatureSchema, style: Style, *, seed: int = 0,
-                      n_rows: int = 1000) -> ColumnTransformer:
+                      n_rows: int = 1000, task: Any = None) -> ColumnTransformer:
     """Build the column transformer for a learner family from the inferred schema.
 
     High-cardinality categoricals (or more levels than a tree's categorical bins)
@@ -141,7 +146,7 @@ def make_preprocessor(schema: FeatureSchema, style: Style, *, seed: int = 0,
             steps.append(("date", FunctionTransformer(
                 datetime_features, feature_names_out=datetime_feature_names), dates))
         if high:
-            steps.append(("hicat", make_pipeline(fill, _target_encoder(True, seed)), high))
+            steps.append(("hicat", make_pipeline(fill, _target_encoder(task, seed)), high))
         for i, col in enumerate(texts):
             steps.append((f"text{i}", TextFeatures(n_components=20), [col]))
         if low:  # last, so that categorical codes are the final columns
@@ -162,7 +167,7 @@ def make_preprocessor(schema: FeatureSchema, style: Style, *, seed: int = 0,
                 handle_unknown="infrequent_if_exist", min_frequency=min_freq, max_categories=30,
                 sparse_output=False)), low))
         if high:
-            steps.append(("hicat", make_pipeline(fill, _target_encoder(True, seed), StandardScaler()), high))
+            steps.append(("hicat", make_pipeline(fill, _target_encoder(task, seed), StandardScaler()), high))
         for i, col in enumerate(texts):
             steps.append((f"text{i}", TextFeatures(n_components=None), [col]))
         sparse_threshold = 0.3 if texts else 0.0

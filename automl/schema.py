@@ -21,6 +21,7 @@ Kind = Literal[
 ]
 USED_KINDS = ("numeric", "categorical", "boolean", "datetime", "text")
 HIGH_CARDINALITY = 50
+HUGE = 1e30  # numbers beyond are clipped: their squares overflow scaling and float32 learners
 
 _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
 _FALSE = {"false", "f", "no", "n", "0", "0.0"}
@@ -101,11 +102,16 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
     n = len(s)
     nonnull = s.dropna()
     missing = float(1 - len(nonnull) / n) if n else 1.0
+    odd = ""
     if pd.api.types.is_float_dtype(s):
-        finite = nonnull[np.isfinite(nonnull.to_numpy(dtype=float))]
-        nonnull = finite
+        values = nonnull.to_numpy(dtype=float)
+        finite = np.isfinite(values)
+        n_inf, n_huge = int((~finite).sum()), int((np.abs(values[finite]) > HUGE).sum())
+        nonnull = nonnull[finite]
+        odd = "; ".join(([f"{n_inf} infinite value(s) read as missing"] if n_inf else [])
+                        + ([f"{n_huge} value(s) beyond +/-{HUGE:g} clipped"] if n_huge else []))
     n_unique = int(nonnull.nunique())
-    info = ColumnInfo(name, "numeric", str(s.dtype), n_unique, missing)
+    info = ColumnInfo(name, "numeric", str(s.dtype), n_unique, missing, note=odd)
     if len(nonnull) == 0:
         info.kind = "empty"
         return info
@@ -142,7 +148,7 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
     if parsed >= 0.95 and not leading_zero:
         info.kind = "numeric"
         if parsed < 1:
-            info.note = f"mixed types: {int((1 - parsed) * len(text))} non-numeric values read as missing"
+            info.note = f"mixed types: {int(numeric.isna().sum())} non-numeric values read as missing"
         return info
     if _looks_datetime(text):
         info.kind = "datetime"
@@ -194,7 +200,7 @@ def clean_frame(X: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
         s = X[col.name]
         if col.kind == "numeric":
             v = pd.to_numeric(s, errors="coerce").astype(float)
-            out[col.name] = v.where(np.isfinite(v))
+            out[col.name] = v.where(np.isfinite(v)).clip(-HUGE, HUGE)
         elif col.kind == "boolean":
             out[col.name] = _to_bool(s)
         elif col.kind == "datetime":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -132,8 +133,9 @@ def cross_validate(problem: Problem, learner: str, params: dict[str, Any], repor
             iterations.append(int(data.extra["n_iterations"]))
         if i == 0:
             first_model = model
-        if time.monotonic() > deadline:
-            raise TrialFailed(f"ran past its time limit after fold {i + 1} of {len(problem.splits.folds)}")
+        n_folds = len(problem.splits.folds)
+        if time.monotonic() > deadline and i + 1 < n_folds:
+            raise TrialFailed(f"ran past its time limit after fold {i + 1} of {n_folds}")
     value = float(np.mean(fold_scores))
     result: dict[str, Any] = {
         "value": value, "fold_scores": fold_scores, "fit_time": float(np.sum(fit_times)),
@@ -144,7 +146,9 @@ def cross_validate(problem: Problem, learner: str, params: dict[str, Any], repor
         valid = ~np.isnan(oof).any(axis=1)
         result["balance"] = balance_report(y[valid], oof[valid].astype(float), k)
     if keep_model_if_better is None or metric.better(value, keep_model_if_better):
-        result["model"] = first_model
+        # Sent as bytes and unpickled by the parent only if it is used: unpickling LightGBM
+        # runs OpenMP, and a process that ran OpenMP must not fork trial children any more.
+        result["model"] = pickle.dumps(first_model, protocol=pickle.HIGHEST_PROTOCOL)
     return result
 
 
@@ -185,7 +189,11 @@ class Objective:
         limit = remaining
         if self.budget.trial_timeout:
             limit = min(limit, self.budget.trial_timeout)
-        deadline = time.monotonic() + limit
+        # Trainers stop adding rounds at the soft deadline; the rest of the limit is for
+        # predicting the validation rows, scoring and sending the result back.
+        wrap_up = min(max(1.0, 0.15 * limit), 15.0)
+        deadline = time.monotonic() + max(0.5 * limit, limit - wrap_up)
+        hard_end = time.monotonic() + limit
         isolate = self.config.isolate and self.storage_url is not None
         pruner = trial.study.pruner
         reporter = TrialReporter(trial, self.storage_url, pruner, in_child=isolate)
@@ -200,7 +208,7 @@ class Objective:
             if isolate:
                 cap = self.config.memory_limit_mb or default_memory_cap_mb(self.config.n_jobs)
                 # the grace never eats into the time kept for the refit and saving
-                hard = min(deadline + HARD_KILL_GRACE_S, self.budget.search_end() + 0.5)
+                hard = min(hard_end + HARD_KILL_GRACE_S, self.budget.search_end() + 0.5)
                 outcome = run_isolated(job, deadline=hard, mem_cap_mb=cap)
                 if outcome.status == "pruned":
                     raise optuna.TrialPruned(outcome.reason)
@@ -326,7 +334,8 @@ def run_optimize(study: optuna.Study, objective: Objective, budget: Budget,
         best = best_trials(st, problem.metric, n_refit)
         if best and budget.time_budget:
             est = sum(refit_estimate(t, problem) for t in best)
-            budget.reserve = min(max(budget.reserve, est + 1.0), 0.4 * budget.time_budget)
+            floor = max(1.0, 0.05 * budget.time_budget)
+            budget.reserve = min(max(floor, est + 1.0), 0.4 * budget.time_budget)
         if budget.time_budget and budget.remaining() <= 0.5:
             st.stop()
         if budget.n_trials is not None:

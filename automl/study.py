@@ -36,6 +36,7 @@ def make_storage(url: str | None) -> Any:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
+    url = _with_installed_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": 120}}
@@ -52,6 +53,22 @@ def make_storage(url: str | None) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot open --storage {url!r}: {first}; check the URL "
                           "(e.g. sqlite:///study.db or postgresql://user@host/db).") from None
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` names no driver and SQLAlchemy 2.1 picks psycopg 3 for it; use
+    psycopg2 (the ``postgres`` extra) when only that one is installed."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        return url
+    if importlib.util.find_spec("psycopg") is not None:
+        return f"postgresql://{rest}"
+    if importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    raise ConfigError(f"--storage {scheme}://... needs a PostgreSQL driver; install it with "
+                      "`pip install 'automl[postgres]'`.")
 
 
 def make_sampler(name: str, seed: int, n_jobs: int = 1) -> optuna.samplers.BaseSampler:
@@ -153,6 +170,17 @@ def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution, grid: bool =
     if isinstance(dist, FloatDistribution):
         return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
     raise TypeError(f"unsupported distribution {dist!r}")
+
+
+def resumed_seed(seed: int, n_trials: int) -> int:
+    """The sampler seed of a process continuing a study that already holds ``n_trials`` trials.
+
+    Deterministic, but distinct from the first run's ``seed``: a resumed (or joining)
+    process seeded like the first would draw the same random configurations again.
+    """
+    if n_trials == 0:
+        return seed
+    return int(np.random.SeedSequence([seed % 2**32, n_trials]).generate_state(1)[0])
 
 
 def worker_id() -> str:

@@ -56,6 +56,7 @@ def make_splits(y: np.ndarray, task: Task, seed: int = 0, cv: int | str = "auto"
     else:
         k = int(cv)
     if k:
+        asked = k
         k = min(k, n)
         if strat:
             counts = np.bincount(y)
@@ -68,6 +69,9 @@ def make_splits(y: np.ndarray, task: Task, seed: int = 0, cv: int | str = "auto"
                     k = max(2, min(k, 5))
         if n < k or k < 2:
             raise DataError(f"{n} rows are fewer than the {k} folds needed; add rows.")
+        if k < asked and n < asked:
+            log.warning("only %d rows: %d-fold cross-validation instead of %d; add rows for a more "
+                        "reliable estimate", n, k, asked)
         splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if strat and _can_stratify(y, k) \
             else KFold(k, shuffle=True, random_state=seed)
         folds = [(tr.astype(np.int64), va.astype(np.int64)) for tr, va in splitter.split(np.zeros(n), y)]

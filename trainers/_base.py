@@ -47,7 +47,7 @@ class PreprocessedTrainer:
 
     def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
         pre = make_preprocessor(data.info.schema, self.style, seed=data.seed,  # type: ignore[arg-type]
-                                n_rows=len(data.y_train))
+                                n_rows=len(data.y_train), task=data.info.task)
         Xt = pre.fit_transform(data.X_train, data.y_train)
         Xv = pre.transform(data.X_valid) if data.X_valid is not None else None
         model = self.build(params, data)

@@ -53,7 +53,8 @@ class LightGBMTrainer:
         import lightgbm as lgb
 
         task, k = data.info.task, data.info.n_classes
-        pre = make_preprocessor(data.info.schema, "tree", seed=data.seed, n_rows=len(data.y_train))
+        pre = make_preprocessor(data.info.schema, "tree", seed=data.seed, n_rows=len(data.y_train),
+                                task=data.info.task)
         Xt = pre.fit_transform(data.X_train, data.y_train)
         cats = categorical_indices(pre)
         native = _NATIVE.get((data.metric.name, task))

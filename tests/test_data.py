@@ -61,9 +61,9 @@ def test_target_errors_and_suggestions():
 
 
 def test_missing_target_rows_dropped(caplog):
-    df = pd.DataFrame({"y": ["a", None, "b", "a"], "x": [1, 2, 3, 4]})
+    df = pd.DataFrame({"y": ["a", None, "b", "a", "b"], "x": [1, 2, 3, 4, 5]})
     X, t = prepare_target(df, "y")
-    assert len(X) == 3 and t.dropped_rows == 1 and t.task is Task.BINARY
+    assert len(X) == 4 and t.dropped_rows == 1 and t.task is Task.BINARY
     assert "dropped 1 rows" in caplog.text
 
 

@@ -145,6 +145,7 @@ def open_study(config: SearchConfig, problem: Problem, storage_url: str | None,
         for key, value in expected.items():
             study.set_user_attr(key, value)
         study.set_user_attr("format", STUDY_FORMAT)
+        study.set_metric_names([problem.metric.name])  # so optuna-dashboard names the objective
         study.set_user_attr("n_rows", problem.info.n_rows)
         study.set_user_attr("validation", problem.splits.describe())
         enqueue_defaults(study, problem, portfolio=config.sampler != "grid")
@@ -244,15 +245,21 @@ def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial,
                    info=problem.info, metric=problem.metric, seed=config.seed,
                    n_threads=config.threads_per_trial(len(problem.y)), extra=extra,
                    accelerator=config.extra.get("accelerator", "cpu"), deadline=deadline)
+    def fit_limited() -> Any:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=data.n_threads):
+            return trainer.fit(params, data, NullReporter())
+
     if not config.isolate:
         try:
-            return trainer.fit(params, data, NullReporter())
+            return fit_limited()
         except Exception as exc:  # noqa: BLE001 - a failed refit falls back, it does not crash
             log.warning("refit of trial %d (%s) failed: %s", trial.number, learner, exc)
             return None
     # the model comes back as bytes, unpickled after the last fork (see build_model)
     outcome = run_isolated(
-        lambda: pickle.dumps(trainer.fit(params, data, NullReporter()), protocol=pickle.HIGHEST_PROTOCOL),
+        lambda: pickle.dumps(fit_limited(), protocol=pickle.HIGHEST_PROTOCOL),
         deadline=deadline, mem_cap_mb=config.memory_limit_mb or default_memory_cap_mb(1))
     if outcome.status == "ok":
         return outcome.value
@@ -350,6 +357,48 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
     return model
 
 
+def _shared_preprocessing(problem: Problem, config: SearchConfig, budget: Budget) -> dict:
+    """Fit every preprocessing style once per fold (in a child when isolating), so trials
+    share it instead of refitting encoders and text vectorizers each time."""
+    from automl.search import preprocess_folds
+
+    styles = sorted({s for name in problem.learners
+                     if isinstance(s := getattr(get_trainer(name), "style", None), str)})
+    if not styles:
+        return {}
+    t0 = time.monotonic()
+    if not config.isolate:  # trials run in this process (in-memory study)
+        try:
+            return preprocess_folds(problem, styles, config.seed)
+        except Exception as exc:  # noqa: BLE001 - trials then preprocess on their own
+            log.debug("shared preprocessing failed: %s", exc)
+            return {}
+    deadline = time.monotonic() + (0.25 * budget.time_budget if budget.time_budget else 600.0)
+    outcome = run_isolated(lambda: preprocess_folds(problem, styles, config.seed),
+                           deadline=deadline,
+                           mem_cap_mb=config.memory_limit_mb or default_memory_cap_mb(1))
+    if outcome.status != "ok":
+        log.debug("shared preprocessing failed (%s); trials preprocess on their own", outcome.reason)
+        return {}
+    log.debug("shared preprocessing of %s took %.2fs", styles, time.monotonic() - t0)
+    return outcome.value
+
+
+def _prune_oof(folder: str, study: optuna.Study, problem: Problem, keep: int = 30) -> None:
+    """Keep the out-of-fold predictions of the best trials only (a resume ensembles those)."""
+    kept = {f"trial-{t.number}.npy" for t in best_trials(study, problem.metric, keep)}
+    for path in Path(folder).glob("trial-*.npy"):
+        if path.name not in kept:
+            path.unlink(missing_ok=True)
+
+
+def _best_summary(study: optuna.Study, problem: Problem) -> dict[str, Any]:
+    """The study's best single trial (the final model may be an ensemble including it)."""
+    best = best_trials(study, problem.metric, 1)[0]
+    learner, params = learner_params(best)
+    return {"trial": best.number, "learner": learner, "params": params, "score": best.value}
+
+
 def fit(X_raw: pd.DataFrame, target: Target, config: SearchConfig, *, target_name: str,
         storage_url: str | None = None, study_name: str = "automl", resume: bool = False,
         start: float | None = None, callbacks: Sequence[Callable[..., None]] = ()) -> FitResult:
@@ -386,6 +435,7 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 fallback.clear()
                 fallback[trial.number] = result["model"]
 
+        problem.pre_cache = _shared_preprocessing(problem, config, budget)
         oof_dir = config.extra.get("oof_dir")
         tmp_dir = None
         if config.ensemble and not oof_dir:
@@ -397,6 +447,8 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
             search(problem, config, study, storage_url, budget, callbacks, on_result=keep,
                    oof_dir=oof_dir)
             model = build_model(problem, config, study, budget, fallback, oof_dir)
+            if oof_dir and not tmp_dir:
+                _prune_oof(oof_dir, study, problem)
         finally:
             if tmp_dir:
                 shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -404,7 +456,7 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
     summary = {
         "task": problem.info.task.value, "metric": problem.metric.name,
         "validation": problem.splits.describe(), "n_rows": problem.info.n_rows,
-        "n_trials": sum(t.state.is_finished() for t in study.trials), "best": model.description[0],
+        "n_trials": sum(t.state.is_finished() for t in study.trials), "best": _best_summary(study, problem),
         "ensemble": model.description if len(model.members) > 1 else None,
         "validation_score": getattr(model, "validation_score", None),
         "elapsed_s": round(time.monotonic() - start, 2),

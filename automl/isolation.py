@@ -57,8 +57,29 @@ def die_with_parent(parent_pid: int | None = None) -> None:
         os._exit(1)
 
 
+_CHANNEL: Any = None  # in a child: its end of the pipe to the parent
+
+
+def ask_parent(message: Any) -> Any:
+    """From inside a child: send ``message`` to the parent's ``on_message`` and return its answer.
+
+    Trials report intermediate values this way instead of opening the study's storage
+    themselves: a child forked while a parent thread (Optuna's heartbeat) held SQLite's
+    allocator lock would deadlock on its first connection.
+    """
+    if _CHANNEL is None:
+        raise RuntimeError("ask_parent() called outside an isolated child")
+    _CHANNEL.send_bytes(pickle.dumps(("ask", message), protocol=pickle.HIGHEST_PROTOCOL))
+    kind, answer = pickle.loads(_CHANNEL.recv_bytes())
+    if kind == "error":
+        raise RuntimeError(f"the parent could not answer: {answer}")
+    return answer
+
+
 def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
                 parent_pid: int | None = None) -> None:
+    global _CHANNEL
+    _CHANNEL = conn
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent_pid)
     if mem_cap_mb:
@@ -90,10 +111,14 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
         os._exit(0)
 
 
-def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | None) -> ChildOutcome:
-    """Run ``fn`` in a forked child; kill it at ``deadline`` (``time.monotonic``) or over the cap."""
+def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | None,
+                 on_message: Callable[[Any], Any] | None = None) -> ChildOutcome:
+    """Run ``fn`` in a forked child; kill it at ``deadline`` (``time.monotonic``) or over the cap.
+
+    ``on_message`` answers the child's :func:`ask_parent` calls (e.g. pruning decisions).
+    """
     ctx = mp.get_context("fork")
-    recv, send = ctx.Pipe(duplex=False)
+    recv, send = ctx.Pipe(duplex=True)
     proc = ctx.Process(target=_child_main, args=(send, fn, mem_cap_mb, os.getpid()), daemon=False)
     # The child starts out sharing this process's pages (counted in its RSS): the cap is on
     # what the trial adds to them.
@@ -109,6 +134,9 @@ def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | 
                     status, payload = pickle.loads(recv.recv_bytes())
                 except EOFError:
                     status, payload = "crashed", None
+                if status == "ask":
+                    _answer(recv, on_message, payload)
+                    continue
                 break
             if not proc.is_alive():
                 status, payload = "crashed", None
@@ -147,6 +175,19 @@ def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | 
         return ChildOutcome("memory", reason=str(payload))
     reason, tb = payload
     return ChildOutcome("failed", value=tb, reason=reason)
+
+
+def _answer(conn: Any, on_message: Callable[[Any], Any] | None, message: Any) -> None:
+    try:
+        if on_message is None:
+            raise RuntimeError("no handler for messages from the child")
+        reply: tuple[str, Any] = ("ok", on_message(message))
+    except Exception as exc:  # noqa: BLE001 - the child gets the reason, the parent goes on
+        reply = ("error", f"{type(exc).__name__}: {exc}")
+    try:
+        conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+    except (BrokenPipeError, OSError):
+        pass
 
 
 def _kill(proc: Any) -> None:

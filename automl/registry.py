@@ -21,6 +21,7 @@ _BUILTIN: dict[str, str] = {
     "ridge": "trainers.sklearn_trainers:RidgeTrainer",
     "elasticnet": "trainers.sklearn_trainers:ElasticNetTrainer",
     "knn": "trainers.sklearn_trainers:KNNTrainer",
+    "mlp": "trainers.lightning_mlp:MLPTrainer",
 }
 # Tried in this order when no learner list is given; `mlp` is opt-in (needs the `deep` extra).
 DEFAULT_LEARNERS = ("lightgbm", "hist_gb", "random_forest", "extra_trees", "logistic", "ridge",
@@ -39,6 +40,11 @@ def register(trainer_cls: type) -> type:
         raise ConfigError(f"trainer {trainer_cls!r} needs a string class attribute `name`.")
     _CUSTOM[trainer_cls.name] = trainer_cls
     return trainer_cls
+
+
+def builtin() -> list[str]:
+    """The learners that ship with automl."""
+    return list(_BUILTIN)
 
 
 def available() -> list[str]:

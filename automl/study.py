@@ -202,9 +202,12 @@ def fail_dead_trials(study: optuna.Study) -> int:
         whost, pid = worker.rsplit(":", 1)
         if whost != host or _alive(int(pid)):
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
-                                           "the worker process died (crash, kill or power loss)")
-        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
+                                               "the worker process died (crash, kill or power loss)")
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process resuming the same study got there first
         _retry_once(study, t)
         n += 1
     return n

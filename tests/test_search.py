@@ -58,11 +58,14 @@ def test_every_pruner_runs(mixed_frame, pruner):
     assert res.study.trials and any(t.state == TrialState.COMPLETE for t in res.study.trials)
 
 
-def test_median_pruner_prunes_bad_lightgbm_trials(regression_frame):
+@pytest.mark.parametrize("storage", ["inmemory", "sqlite"])
+def test_median_pruner_prunes_bad_lightgbm_trials(regression_frame, storage, tmp_path):
+    """In a forked trial (sqlite) the child asks the parent to report and prune over a pipe."""
     X, t = prepare_target(regression_frame, "target")
     cfg = SearchConfig(n_trials=14, time_budget=None, include=["lightgbm"], sampler="random",
-                       pruner="median", isolate=False)
-    res = engine.fit(X, t, cfg, target_name="target")
+                       pruner="median")
+    url = None if storage == "inmemory" else f"sqlite:///{tmp_path}/p.db"
+    res = engine.fit(X, t, cfg, target_name="target", storage_url=url)
     states = [tr.state for tr in res.study.trials]
     assert TrialState.PRUNED in states, states
 

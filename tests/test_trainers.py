@@ -13,7 +13,7 @@ from automl.contracts import FitData, NullReporter, Task, Trainer
 from automl.data import prepare_target
 from automl.engine import prepare_problem
 from automl.evaluation import predict_scores
-from automl.registry import available, get_trainer
+from automl.registry import builtin, get_trainer
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("lightning") is not None
 
@@ -42,7 +42,7 @@ def problem(request, mixed_frame, regression_frame):
     return _problem(regression_frame, "target")
 
 
-@pytest.mark.parametrize("name", [n for n in available() if n != "mlp" or HAS_TORCH])
+@pytest.mark.parametrize("name", [n for n in builtin() if n != "mlp" or HAS_TORCH])
 def test_trainer_contract(name, problem):
     trainer = get_trainer(name)
     assert isinstance(trainer, Trainer)

@@ -16,6 +16,19 @@ from automl.evaluation import predict_scores
 from automl.preprocessing import make_preprocessor
 
 
+def preprocess(data: FitData, style: str) -> tuple[Any, Any, Any]:
+    """The fold's fitted preprocessing of ``style``: shared from the search's cache when the
+    search prepared it, else fitted here on the training part only."""
+    cached = (data.extra.get("preprocessed") or {}).get(style)
+    if cached is not None and data.X_valid is not None:
+        return cached
+    pre = make_preprocessor(data.info.schema, style, seed=data.seed,  # type: ignore[arg-type]
+                            n_rows=len(data.y_train), task=data.info.task)
+    Xt = pre.fit_transform(data.X_train, data.y_train)
+    Xv = pre.transform(data.X_valid) if data.X_valid is not None else None
+    return pre, Xt, Xv
+
+
 class TimeUp(Exception):
     """Raised inside a trainer when the trial's deadline has passed."""
 
@@ -46,10 +59,7 @@ class PreprocessedTrainer:
         raise NotImplementedError
 
     def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
-        pre = make_preprocessor(data.info.schema, self.style, seed=data.seed,  # type: ignore[arg-type]
-                                n_rows=len(data.y_train), task=data.info.task)
-        Xt = pre.fit_transform(data.X_train, data.y_train)
-        Xv = pre.transform(data.X_valid) if data.X_valid is not None else None
+        pre, Xt, Xv = preprocess(data, self.style)
         model = self.build(params, data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)

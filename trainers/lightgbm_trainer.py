@@ -16,7 +16,8 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from automl.contracts import DataInfo, FitData, Reporter, Task
-from automl.preprocessing import categorical_indices, make_preprocessor
+from automl.preprocessing import categorical_indices
+from trainers._base import preprocess
 from search_spaces import lightgbm as lgb_space
 
 REPORT_EVERY = 10
@@ -39,6 +40,7 @@ _NATIVE = {
 class LightGBMTrainer:
     name = "lightgbm"
     tasks = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
+    style = "tree"
 
     def space(self, info: DataInfo) -> Mapping[str, Any]:
         return lgb_space.space(info)
@@ -53,9 +55,7 @@ class LightGBMTrainer:
         import lightgbm as lgb
 
         task, k = data.info.task, data.info.n_classes
-        pre = make_preprocessor(data.info.schema, "tree", seed=data.seed, n_rows=len(data.y_train),
-                                task=data.info.task)
-        Xt = pre.fit_transform(data.X_train, data.y_train)
+        pre, Xt, Xv = preprocess(data, self.style)
         cats = categorical_indices(pre)
         native = _NATIVE.get((data.metric.name, task))
         common = dict(
@@ -79,7 +79,6 @@ class LightGBMTrainer:
                 model.fit(Xt, data.y_train, **fit_kwargs)
             return Pipeline([("preprocess", pre), ("model", model)])
 
-        Xv = pre.transform(data.X_valid)
         model.set_params(n_estimators=MAX_ROUNDS)
         eval_metric = None if native else _custom_eval(data)
         to_ours = native[1] if native else (lambda v: v)

@@ -1,0 +1,378 @@
+"""``automl dashboard OUT``: serve a run's Optuna study in optuna-dashboard.
+
+The run folder written by ``automl fit`` names its study storage and study in
+``run.json`` (and ``summary.json``). :func:`open_run` reads and checks them; it is shared
+with :mod:`automl.report`. Before serving, :func:`annotate_study` adds what makes the
+trials readable in the dashboard (the objective's metric name, a study note that explains
+the run and the trial attributes, a best-score-per-learner chart); it never overwrites a
+note the user wrote.
+
+The server binds to 127.0.0.1 unless ``--host`` says otherwise: optuna-dashboard has no
+authentication and lets any visitor edit notes, tell trials and delete the study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import signal
+import socket
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from automl.exceptions import ConfigError, ModelFileError
+
+log = logging.getLogger("automl")
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+MANIFEST_FILE = "manifest.json"
+DEFAULT_DB = "study.db"
+NOTE_SHA_ATTR = "automl:note_sha256"  # study system attr: the hash of the note automl wrote
+PLOT_ID = "automl-best-per-learner"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class RunFolder:
+    """An ``automl fit`` output folder: where its study lives and what the run recorded."""
+
+    path: Path
+    storage_url: str
+    study_name: str
+    run: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] | None = None
+    manifest: dict[str, Any] | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """``summary.json`` (or the manifest's copy of it) over ``run.json``."""
+        merged = dict(self.run)
+        if self.manifest and isinstance(self.manifest.get("summary"), dict):
+            merged.update(self.manifest["summary"])
+        if self.summary:
+            merged.update(self.summary)
+        return merged
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ModelFileError(f"'{path}' is not valid JSON ({exc}); the run folder is damaged — "
+                             "rerun `automl fit`.") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"'{path}' does not hold a JSON object; the run folder is damaged — "
+                             "rerun `automl fit`.")
+    return data
+
+
+def _resolve_storage(url: str, folder: Path) -> str:
+    """The run's storage URL; a file-based storage is looked for in the run folder first, so a
+    copied or moved folder opens its own study, not the one it was copied from."""
+    if url.startswith("sqlite:///"):
+        raw = url[len("sqlite:///"):]
+        if raw in ("", ":memory:"):
+            raise ModelFileError(f"the run's study was kept in memory ({url!r}); nothing to open.")
+        candidates = [folder / Path(raw).name, Path(raw)]
+        for cand in candidates:
+            if cand.is_file():
+                return f"sqlite:///{cand.resolve()}"
+        raise ModelFileError(f"the study database '{raw}' named in {RUN_FILE} is missing (and no "
+                             f"{DEFAULT_DB} in '{folder}'); was it moved or deleted?")
+    if "://" not in url:  # a journal file
+        for cand in (folder / Path(url).name, Path(url)):
+            if cand.is_file():
+                return str(cand.resolve())
+        raise ModelFileError(f"the study journal '{url}' named in {RUN_FILE} is missing; was it "
+                             "moved or deleted?")
+    return url
+
+
+def open_run(folder: str | Path) -> RunFolder:
+    """Read and check an ``automl fit`` output folder.
+
+    Raises:
+        ModelFileError: the folder is missing, not a run folder, or its study storage is gone.
+
+    Example:
+        >>> run = open_run("automl-out")  # doctest: +SKIP
+        >>> run.storage_url, run.study_name  # doctest: +SKIP
+        ('sqlite:////abs/automl-out/study.db', 'automl')
+    """
+    path = Path(folder)
+    if not path.exists():
+        raise ModelFileError(f"run folder '{path}' not found; give the --output folder of "
+                             "`automl fit`.")
+    if not path.is_dir():
+        raise ModelFileError(f"'{path}' is a file; give the --output folder of `automl fit`.")
+    run = _read_json(path / RUN_FILE)
+    summary = _read_json(path / SUMMARY_FILE)
+    manifest = _read_json(path / MANIFEST_FILE)
+    if run is None and summary is None:
+        raise ModelFileError(f"'{path}' has no {RUN_FILE} or {SUMMARY_FILE}: it is not an output "
+                             "folder of `automl fit`.")
+    info = {**(summary or {}), **(run or {})}
+    url = info.get("storage")
+    if not url and (path / DEFAULT_DB).is_file():
+        url = f"sqlite:///{(path / DEFAULT_DB).resolve()}"
+    if not isinstance(url, str) or not url:
+        raise ModelFileError(f"'{path}/{RUN_FILE}' names no study storage; rerun `automl fit`.")
+    name = info.get("study_name") or "automl"
+    return RunFolder(path=path, storage_url=_resolve_storage(url, path), study_name=str(name),
+                     run=run or {}, summary=summary, manifest=manifest)
+
+
+def load_study(run: RunFolder) -> Any:
+    """Load the run's study from its storage; a one-line error when it is not there."""
+    import optuna
+
+    from automl.study import make_storage
+
+    storage = make_storage(run.storage_url)
+    try:
+        names = optuna.study.get_all_study_names(storage)
+    except Exception as exc:  # noqa: BLE001 - storages raise many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"cannot read the study storage {run.storage_url!r}: "
+                             f"{first}") from None
+    if run.study_name not in names:
+        shown = ", ".join(repr(n) for n in names[:10]) or "none"
+        raise ModelFileError(f"study '{run.study_name}' not found in {run.storage_url} (studies "
+                             f"there: {shown}); is '{run.path}' the right run folder?")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optuna.load_study(study_name=run.study_name, storage=storage)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def run_note(study: Any, run: RunFolder) -> str:
+    """The study note shown in the dashboard: the run and how to read its trials (Markdown)."""
+    from optuna.trial import TrialState
+
+    info = {**study.user_attrs, **run.info}
+    direction = study.direction.name.lower()
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and math.isfinite(t.value)]
+    best = (max if direction == "maximize" else min)(done, key=lambda t: t.value) if done else None
+    members = (run.manifest or {}).get("members") or []
+    model = None
+    if len(members) > 1:
+        model = "ensemble of trials " + ", ".join(str(m.get("trial")) for m in members)
+    elif members:
+        first = members[0]
+        model = f"trial {first.get('trial')} ({first.get('learner')}), refitted on all rows"
+    rows = [("task", info.get("task")), ("metric", f"{info.get('metric')} ({direction})"),
+            ("target", info.get("target")), ("data", info.get("data")),
+            ("rows", info.get("n_rows")), ("validation", info.get("validation")),
+            ("learners", ", ".join(info.get("learners") or [])),
+            ("sampler / pruner / seed",
+             f"{info.get('sampler', '?')} / {info.get('pruner', '?')} / {info.get('seed', '?')}"),
+            ("elapsed", f"{info['elapsed_s']} s" if "elapsed_s" in info else None),
+            ("best trial", f"{best.number} ({best.params.get('learner')}) = {_fmt(best.value)}"
+             if best else None),
+            ("saved model", model),
+            ("run folder", str(run.path.resolve()))]
+    table = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in rows if v not in (None, "", "None"))
+    return f"""## automl run
+
+| | |
+| --- | --- |
+{table}
+
+**Reading the trials.** The parameter `learner` is the model family of a trial; its
+hyperparameters are named `<learner>__<name>` (a trial has only its own learner's). The
+objective is the mean validation score over the folds. User attributes:
+
+- `fold_scores`: the score on each validation fold; `fit_time`: seconds fitting all folds,
+  `fold_fit_time`: seconds per fold; `n_iterations`: boosting rounds / stages kept;
+- `balanced_accuracy`, `macro_f1`, `min_class_recall` (classification): balance-aware
+  metrics on the out-of-fold predictions;
+- `fail_reason`: why a failed trial failed; `worker`: the process that ran it;
+- `queued`: `default` (the learner's cheap default configuration) or `portfolio` (a
+  known-good configuration), queued before the sampler takes over.
+
+Pruned trials were stopped early by the pruner, which compares trials of the same learner.
+A self-contained HTML report: `automl report {run.path}`.
+"""
+
+
+def best_per_learner_figure(study: Any) -> Any:
+    """A bar chart of the best score of each learner (``None`` without a completed trial)."""
+    import plotly.graph_objects as go
+    from optuna.trial import TrialState
+
+    maximize = study.direction.name == "MAXIMIZE"
+    best: dict[str, tuple[float, int]] = {}
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        learner = t.params.get("learner", t.user_attrs.get("learner"))
+        if not learner or t.state == TrialState.WAITING:
+            continue
+        counts[learner] = counts.get(learner, 0) + 1
+        if t.state != TrialState.COMPLETE or t.value is None:
+            continue
+        cur = best.get(learner)
+        if cur is None or (t.value > cur[0] if maximize else t.value < cur[0]):
+            best[learner] = (t.value, t.number)
+    if not best:
+        return None
+    order = sorted(best, key=lambda k: best[k][0], reverse=maximize)
+    metric = study.user_attrs.get("metric", "score")
+    fig = go.Figure(go.Bar(
+        x=order, y=[best[k][0] for k in order],
+        text=[f"{best[k][0]:.4g}" for k in order], textposition="auto",
+        customdata=[[best[k][1], counts.get(k, 0)] for k in order],
+        hovertemplate="%{x}<br>best " + metric + " %{y:.5g}<br>trial %{customdata[0]}"
+                      "<br>%{customdata[1]} trial(s)<extra></extra>"))
+    better = "higher" if maximize else "lower"
+    fig.update_layout(title=f"Best {metric} per learner ({better} is better)",
+                      xaxis_title="learner", yaxis_title=metric, template="plotly_white")
+    return fig
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def annotate_study(study: Any, run: RunFolder) -> None:
+    """Add the metric name, a run note and a best-per-learner chart to the study (idempotent)."""
+    from optuna_dashboard import get_note, save_note, save_plotly_graph_object
+
+    metric = study.user_attrs.get("metric") or run.info.get("metric")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if metric and not study.metric_names:
+            study.set_metric_names([str(metric)])
+        # write the note when there is none, or refresh ours; a note a user edited is kept
+        note = get_note(study)
+        storage, sid = study._storage, study._study_id
+        ours = storage.get_study_system_attrs(sid).get(NOTE_SHA_ATTR)
+        if not note.strip() or ours == _sha(note):
+            text = run_note(study, run)
+            if text != note:
+                save_note(study, text)
+                storage.set_study_system_attr(sid, NOTE_SHA_ATTR, _sha(text))
+        fig = best_per_learner_figure(study)
+        if fig is not None:
+            save_plotly_graph_object(study, fig, graph_object_id=PLOT_ID)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A browser closing a connection early is no reason for a traceback on the console.
+        log.debug("dashboard: error serving %s", client_address, exc_info=sys.exc_info())
+
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class _Quiet:
+    def write(self, text: str) -> None:
+        if text.strip():
+            log.debug("dashboard: %s", text.rstrip())
+
+    def flush(self) -> None:
+        return None
+
+
+class _Handler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
+        log.debug("dashboard: " + format, *args)
+
+    def get_stderr(self) -> Any:
+        return _Quiet()
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM handler to leave ``serve_forever``."""
+
+
+def make_dashboard_server(storage: Any, host: str, port: int) -> Any:
+    """A threaded WSGI server running optuna-dashboard's app on ``storage``."""
+    from optuna_dashboard import wsgi
+
+    app = wsgi(storage)
+    server_cls = _ThreadingServer6 if ":" in host else _ThreadingServer
+    try:
+        return make_server(host, port, app, server_class=server_cls, handler_class=_Handler)
+    except OSError as exc:
+        if exc.errno in (98, 48, 10048):  # address in use (Linux, macOS, Windows)
+            raise ConfigError(f"port {port} on {host} is already in use; pass another --port "
+                              "(0 picks a free one).") from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); check --host "
+                          "and --port.") from None
+
+
+def _url(host: str, port: int) -> str:
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``automl dashboard``."""
+    host = getattr(args, "host", None) or "127.0.0.1"
+    port = getattr(args, "port", 8080)
+    if port is None or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--port got {port!r}; give a port number from 1 to 65535 (0 picks a "
+                          "free one).")
+    run = open_run(args.run)
+    study = load_study(run)
+    server = make_dashboard_server(study._storage, host, int(port))
+    if not getattr(args, "no_annotate", False):
+        try:
+            annotate_study(study, run)
+        except Exception as exc:  # noqa: BLE001 - a read-only storage is still served
+            log.warning("could not add the run note to the study (%s); serving it as it is",
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    bound_port = server.server_address[1]
+    study_id = study._storage.get_study_id_from_name(run.study_name)
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    state_text = ", ".join(f"{n} {s}" for s, n in states.items()) or "no trials yet"
+    url = f"{_url(host, bound_port)}/dashboard/studies/{study_id}"
+    if host not in LOCAL_HOSTS:
+        log.warning("the dashboard listens on %s: anyone who can reach this machine can view, edit "
+                    "and delete the study (there is no login)", host)
+    print(f"optuna-dashboard: study '{run.study_name}' ({len(trials)} trials: {state_text}) "
+          f"at {url}", flush=True)
+    log.info("serving %s on %s:%d; press Ctrl-C to stop", run.storage_url, host, bound_port)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Stop()
+
+    # Ctrl-C stops the server even where SIGINT was ignored (a job started in the background)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        server.serve_forever(poll_interval=0.25)
+    except (KeyboardInterrupt, _Stop):
+        pass
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        server.server_close()
+    log.info("dashboard stopped")
+    return 0

@@ -1,0 +1,86 @@
+"""Misbehaving trainers for the trustworthy-run tests; importing this module registers them.
+
+A CLI subprocess loads them through the ``AUTOML_PLUGINS`` environment variable
+(``AUTOML_PLUGINS=tests.fake_trainers`` with the repository root on ``PYTHONPATH``); the
+Python API sees them once this module is imported, and so do the forked trial children.
+Each wraps logistic regression, so a model it trains is an ordinary scikit-learn pipeline
+that a model folder can hold.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from automl.contracts import FitData, Reporter
+from automl.registry import register
+from trainers.sklearn_trainers import LogisticTrainer
+
+SLEEP_S = float(os.environ.get("AUTOML_TEST_SLEEP_S", "0.4"))
+
+
+@register
+class SleepyTrainer(LogisticTrainer):
+    """Logistic regression that takes ``SLEEP_S`` seconds per fit (trials last seconds)."""
+
+    name = "sleepy"
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any:
+        time.sleep(SLEEP_S)
+        return super().fit(params, data, reporter)
+
+
+@register
+class HangTrainer(LogisticTrainer):
+    """Never returns: ignores its deadline, so only a hard kill stops it."""
+
+    name = "hang"
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any:
+        while True:
+            time.sleep(1.0)
+
+
+@register
+class BoomTrainer(LogisticTrainer):
+    name = "boom"
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any:
+        raise RuntimeError("learner exploded")
+
+
+class _NaNModel:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.classes_ = model.classes_
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return np.full((len(X), len(self.classes_)), np.nan)
+
+
+@register
+class NaNTrainer(LogisticTrainer):
+    """Fits, then predicts NaN: the validation metric is not a number."""
+
+    name = "nan"
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any:
+        return _NaNModel(super().fit(params, data, reporter))
+
+
+@register
+class HogTrainer(LogisticTrainer):
+    """Allocates and touches 1 GB in 50 MB steps (a memory cap of a few hundred MB stops it)."""
+
+    name = "hog"
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any:
+        blocks = []
+        for _ in range(20):
+            blocks.append(np.ones(50 * 2**20 // 8))  # touched, so resident
+            time.sleep(0.02)
+        return super().fit(params, data, reporter)

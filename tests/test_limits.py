@@ -1,0 +1,149 @@
+"""Hard limits on trials: time budget, trial timeout, memory cap, and failure isolation.
+
+The misbehaving learners come from :mod:`tests.fake_trainers` (``hang`` never returns,
+``boom`` raises, ``nan`` predicts NaN, ``hog`` allocates 1 GB); CLI runs load them through
+``AUTOML_PLUGINS``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+import tests.fake_trainers  # noqa: F401 - registers the fake trainers in this process too
+from automl import engine
+from automl.config import SearchConfig
+from automl.data import prepare_target
+from automl.isolation import run_isolated
+from automl.persistence import load_model
+from tests.runs import run_cli, tiny_csv
+
+
+def _board(out):
+    board = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
+    return {row["learner"]: row for _, row in board.iterrows()}
+
+
+def test_time_budget_covers_a_hanging_trial_refit_and_saving(tmp_path):
+    """--time-budget 15: the run ends within 15 s + max(10%, 5 s), process start to exit."""
+    data, out = tiny_csv(tmp_path / "d.csv"), tmp_path / "out"
+    t0 = time.monotonic()
+    res = run_cli(
+        "fit",
+        data,
+        "--target",
+        "y",
+        "--time-budget",
+        15,
+        "--include",
+        "logistic,hang",
+        "--output",
+        out,
+    )
+    wall = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr
+    assert wall <= 15 + 5, f"the run took {wall:.1f}s"
+    rows = _board(out)
+    assert rows["hang"]["state"] == "fail" and "time limit" in rows["hang"]["fail_reason"]
+    assert rows["logistic"]["state"] == "complete"
+    assert json.loads((out / "summary.json").read_text())["elapsed_s"] <= 20
+    assert load_model(out).description[0]["learner"] == "logistic"
+
+
+def test_trial_timeout_stops_a_hanging_trial_and_the_search_goes_on(tmp_path):
+    df = pd.read_csv(tiny_csv(tmp_path / "d.csv"))
+    X, target = prepare_target(df, "y")
+    cfg = SearchConfig(
+        n_trials=2, time_budget=None, include=["hang", "logistic"], trial_timeout=2, ensemble=False
+    )
+    t0 = time.monotonic()
+    res = engine.fit(X, target, cfg, target_name="y", storage_url=f"sqlite:///{tmp_path}/s.db")
+    assert time.monotonic() - t0 < 60
+    hang = [t for t in res.study.trials if t.params.get("learner") == "hang"]
+    assert hang[0].state == TrialState.FAIL
+    assert "time limit" in hang[0].user_attrs["fail_reason"]
+    assert hang[0].duration.total_seconds() < 2 + 2 + 3  # timeout + kill grace + slack
+    assert res.model.description[0]["learner"] == "logistic"
+
+
+def _grow(total_mb: int, step_mb: int = 50, pause: float = 0.0):
+    blocks = []
+    for _ in range(total_mb // step_mb):
+        blocks.append(np.ones(step_mb * 2**20 // 8))
+        time.sleep(pause)
+    return len(blocks)
+
+
+@pytest.mark.parametrize("pause,how", [(0.0, "at once"), (0.15, "step by step")])
+def test_memory_cap_stops_the_child_and_the_parent_survives(pause, how):
+    """1 GB against a 300 MB cap: the address-space limit (at once) or the RSS watch (slowly)."""
+    outcome = run_isolated(
+        lambda: _grow(1000, pause=pause), deadline=time.monotonic() + 60, mem_cap_mb=300
+    )
+    assert outcome.status == "memory", outcome
+    assert "memory" in outcome.reason.lower()
+    if pause:
+        assert "over the cap of 300 MB" in outcome.reason
+    # the cap counts what the trial adds, not the pages it shares with the parent
+    small = run_isolated(lambda: _grow(100), deadline=time.monotonic() + 60, mem_cap_mb=300)
+    assert small.status == "ok" and small.value == 2
+
+
+def test_failing_trials_are_recorded_with_their_reason_and_the_search_goes_on(tmp_path):
+    data, out = tiny_csv(tmp_path / "d.csv"), tmp_path / "out"
+    res = run_cli(
+        "fit",
+        data,
+        "--target",
+        "y",
+        "--n-trials",
+        4,
+        "--memory-limit",
+        300,
+        "--include",
+        "logistic,boom,nan,hog",
+        "--output",
+        out,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    rows = _board(out)
+    assert rows["logistic"]["state"] == "complete"
+    reasons = {name: rows[name]["fail_reason"] for name in ("boom", "nan", "hog")}
+    assert all(rows[name]["state"] == "fail" for name in reasons), reasons
+    assert "learner exploded" in reasons["boom"]
+    assert "nan" in reasons["nan"].lower()
+    assert "memory" in reasons["hog"].lower()
+    study = optuna.load_study(study_name="automl", storage=f"sqlite:///{out}/study.db")
+    stored = {t.params.get("learner"): t.user_attrs.get("fail_reason", "") for t in study.trials}
+    assert {k: stored[k] for k in reasons} == reasons
+    assert load_model(out).description[0]["learner"] == "logistic"
+
+
+def test_no_successful_trial_is_a_one_line_error(tmp_path):
+    data = tiny_csv(tmp_path / "d.csv")
+    res = run_cli(
+        "fit",
+        data,
+        "--target",
+        "y",
+        "--n-trials",
+        2,
+        "--include",
+        "boom",
+        "--output",
+        tmp_path / "out",
+    )
+    assert res.returncode == 1, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert (
+        errors[0].startswith("automl: error: no trial succeeded")
+        and "learner exploded" in errors[0]
+    )

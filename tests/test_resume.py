@@ -1,0 +1,221 @@
+"""``automl fit --resume`` after a kill (SIGKILL) or Ctrl-C (SIGINT), with real processes.
+
+The search runs the ``sleepy`` fake trainer (logistic regression taking ~0.4 s per fold),
+so a trial is nearly always running when the signal arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import time
+
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from automl.persistence import load_model
+from tests.runs import (
+    check_no_repeats,
+    load_trials,
+    n_state,
+    params_key,
+    retry_of,
+    run_cli,
+    start_cli,
+    stderr_of,
+    tiny_csv,
+    wait_group_gone,
+    wait_until,
+)
+
+
+def _start_and_wait(tmp_path, extra=()):
+    data = tiny_csv(tmp_path / "d.csv")
+    out = tmp_path / "out"
+    url = f"sqlite:///{out}/study.db"
+    proc = start_cli(
+        "fit",
+        data,
+        "--target",
+        "y",
+        "--time-budget",
+        60,
+        "--include",
+        "sleepy",
+        "--output",
+        out,
+        *extra,
+        log_dir=tmp_path,
+    )
+
+    def ready():
+        trials = load_trials(url)
+        return (
+            n_state(trials, TrialState.COMPLETE) >= 2 and n_state(trials, TrialState.RUNNING) >= 1
+        )
+
+    wait_until(ready, 90, "2 completed trials and a running one", proc)
+    return proc, data, out, url
+
+
+def _check_resumed(before, after, out, data):
+    """Completed trials kept as they were, each interrupted one retried once, model valid."""
+    by_number = {t.number: t for t in after}
+    for t in before:
+        if t.state == TrialState.COMPLETE:
+            kept = by_number[t.number]
+            assert kept.state == TrialState.COMPLETE and kept.value == t.value
+            assert params_key(kept) == params_key(t)
+    assert all(t.state.is_finished() for t in after), [(t.number, t.state) for t in after]
+    check_no_repeats(after)
+    retried = {retry_of(t): t for t in after if retry_of(t) is not None}
+    for t in before:
+        if t.state == TrialState.RUNNING or t.user_attrs.get("interrupted"):
+            assert by_number[t.number].state == TrialState.FAIL
+            assert by_number[t.number].user_attrs.get("fail_reason")
+            assert t.number in retried, f"trial {t.number} was not retried"
+            assert retried[t.number].state.is_finished()
+    model = load_model(out)
+    df = pd.read_csv(data)
+    assert (model.predict(df.drop(columns="y")) == df["y"]).mean() > 0.6
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert len(board) == sum(t.state.is_finished() for t in after)
+
+
+def test_resume_after_sigkill(tmp_path):
+    proc, data, out, url = _start_and_wait(tmp_path, extra=("--n-jobs", 2))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    # the trial children and the second worker die with it (no orphans burning CPU)
+    wait_group_gone(proc.pid)
+    before = load_trials(url)
+    running = [t for t in before if t.state == TrialState.RUNNING]
+    assert running and n_state(before, TrialState.COMPLETE) >= 2
+    assert not (out / "manifest.json").exists()
+
+    n_total = len(before) + len(running) + 2  # the retries and two new trials
+    res = run_cli(
+        "fit",
+        data,
+        "--target",
+        "y",
+        "--include",
+        "sleepy",
+        "--output",
+        out,
+        "--resume",
+        "--n-trials",
+        n_total,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"{len(running)} trial(s) of a dead process marked failed" in res.stderr
+    after = load_trials(url)
+    for t in running:
+        assert "died" in {a.number: a for a in after}[t.number].user_attrs["fail_reason"]
+    _check_resumed(before, after, out, data)
+    assert sum(t.state.is_finished() for t in after) >= n_total
+
+
+def test_ctrl_c_exits_130_then_resume(tmp_path):
+    proc, data, out, url = _start_and_wait(tmp_path, extra=("--n-jobs", 2))
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    assert proc.wait(timeout=60) == 130
+    wait_group_gone(proc.pid)
+    err = stderr_of(tmp_path)
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if "interrupted" in ln]
+    assert len(lines) == 1 and lines[0] == err.strip().splitlines()[-1], err
+    assert lines[0].startswith("automl: interrupted; resume with: automl fit ")
+    before = load_trials(url)
+    interrupted = [t for t in before if t.user_attrs.get("interrupted")]
+    assert interrupted, [(t.number, t.state, t.user_attrs) for t in before]
+    assert all(t.state == TrialState.FAIL for t in interrupted)
+
+    # run exactly the command the message suggests (plus a number of trials)
+    words = shlex.split(lines[0].split("resume with: ", 1)[1])
+    assert words[0] == "automl" and "--resume" in words
+    n_total = len(before) + 2 * len(interrupted) + 2
+    res = run_cli(*words[1:], "--n-trials", n_total)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    _check_resumed(before, load_trials(url), out, data)
+
+
+def test_resume_needs_a_run_to_continue(tmp_path):
+    data = tiny_csv(tmp_path / "d.csv")
+    res = run_cli("fit", data, "--target", "y", "--output", tmp_path / "none", "--resume")
+    assert res.returncode == 2 and "nothing to resume" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_resumed_search_draws_new_configurations(tmp_path):
+    """A resumed (or joining) process must not replay the first run's random stream."""
+    from automl import engine
+    from automl.config import SearchConfig
+    from automl.data import prepare_target
+
+    df = pd.read_csv(tiny_csv(tmp_path / "d.csv"))
+    X, target = prepare_target(df, "y")
+    url = f"sqlite:///{tmp_path}/s.db"
+    for n_trials, resume in ((4, False), (8, True)):
+        cfg = SearchConfig(
+            n_trials=n_trials,
+            time_budget=None,
+            include=["logistic"],
+            sampler="random",
+            isolate=False,
+            ensemble=False,
+        )
+        res = engine.fit(X, target, cfg, target_name="y", storage_url=url, resume=resume)
+    assert len(res.study.trials) == 8
+    check_no_repeats(res.study.trials)
+
+
+@pytest.mark.parametrize(
+    "delay,sig,group",
+    [(1.0, signal.SIGINT, True), (4.0, signal.SIGINT, True), (4.0, signal.SIGTERM, False)],
+    ids=["ctrl-c-early", "ctrl-c-late", "kill-pid"],
+)
+def test_interrupt_at_any_moment_exits_cleanly(tmp_path, delay, sig, group):
+    """Early (imports, data loading) or late, Ctrl-C or `kill PID`: status 130, no traceback."""
+    data = tiny_csv(tmp_path / "d.csv")
+    args = ("fit", data, "--target", "y", "--time-budget", 60, "--include", "sleepy")
+    proc = start_cli(*args, "--output", tmp_path / "out", log_dir=tmp_path)
+    time.sleep(delay)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        os.kill(proc.pid, sig)
+    assert proc.wait(timeout=60) == 130
+    wait_group_gone(proc.pid)
+    err = stderr_of(tmp_path)
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("automl: interrupted"), err
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_two_resuming_processes_fail_a_dead_trial_once(tmp_path, monkeypatch):
+    """Both see the dead worker's RUNNING trial; only the first fails and re-queues it."""
+    import subprocess
+    import sys
+
+    import optuna
+
+    from automl import study as study_mod
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = optuna.create_study(storage=study_mod.make_storage(f"sqlite:///{tmp_path}/s.db"))
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr("worker", f"{study_mod.socket.gethostname()}:{dead.pid}")
+    stale = study.get_trials(states=(TrialState.RUNNING,))
+    assert study_mod.fail_dead_trials(study) == 1
+    monkeypatch.setattr(study, "get_trials", lambda deepcopy=True, states=None: stale)
+    assert study_mod.fail_dead_trials(study) == 0  # the other process got there first
+    monkeypatch.undo()
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]
+    assert study.get_trials()[1].user_attrs["retry_of"] == 0

@@ -9,7 +9,7 @@ from automl.exceptions import ConfigError
 
 SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
 PRUNERS = ("median", "halving", "hyperband", "none")
-SMALL_DATA_ROWS = 5_000
+SMALL_DATA_ROWS = 20_000
 TASKS = ("auto", "binary", "multiclass", "regression")
 
 

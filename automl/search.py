@@ -22,7 +22,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from automl import study as study_mod
-from automl.config import SearchConfig
+from automl.config import SMALL_DATA_ROWS, SearchConfig
 from automl.contracts import DataInfo, FitData, NullReporter, Task
 from automl.evaluation import predict_scores
 from automl.exceptions import TrialFailed
@@ -388,7 +388,7 @@ def preprocess_folds(problem: Problem, styles: Sequence[str], seed: int) -> dict
     from threadpoolctl import threadpool_limits
 
     cache: dict[int, dict[str, Any]] = {}
-    limits = threadpool_limits(limits=1 if len(problem.y) < 5_000 else None)
+    limits = threadpool_limits(limits=1 if len(problem.y) < SMALL_DATA_ROWS else None)
     for i, (tr, va) in enumerate(problem.splits.folds):
         cache[i] = {}
         for style in styles:

@@ -7,7 +7,6 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
@@ -27,10 +26,6 @@ def preprocess(data: FitData, style: str) -> tuple[Any, Any, Any]:
     Xt = pre.fit_transform(data.X_train, data.y_train)
     Xv = pre.transform(data.X_valid) if data.X_valid is not None else None
     return pre, Xt, Xv
-
-
-class TimeUp(Exception):
-    """Raised inside a trainer when the trial's deadline has passed."""
 
 
 class PreprocessedTrainer:
@@ -81,11 +76,6 @@ def score_model(model: Any, Xv: Any, data: FitData) -> float:
     return data.metric(data.y_valid, pred, data.info.n_classes)
 
 
-def check_deadline(data: FitData) -> None:
-    if time.monotonic() > data.deadline:
-        raise TimeUp("the trial ran past its time limit")
-
-
 def past_deadline(data: FitData) -> bool:
     """True once the trial's soft deadline has passed (stop adding stages, keep the model)."""
     return time.monotonic() > data.deadline
@@ -94,6 +84,3 @@ def past_deadline(data: FitData) -> bool:
 def n_threads(data: FitData) -> int:
     return max(1, int(data.n_threads))
 
-
-def finite(value: float) -> float:
-    return value if np.isfinite(value) else float("nan")

@@ -50,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split (default 0)")
     parser.add_argument("--cores", type=int, default=2, help="CPU cores / thread cap per run (default 2)")
     parser.add_argument("--datasets-dir", type=Path, default=DEFAULT_DATASETS_DIR)
-    parser.add_argument("--resume", action="store_true", help="reuse finished runs found in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse finished runs found in --out (its runs/ folder or its results.json) "
+                             "made by the same system version with the same seed, split, cores and rows")
     parser.add_argument("--keep-models", action="store_true", help="keep each run's model/work dir")
     parser.add_argument("--rebuild-venvs", action="store_true", help="wipe and reinstall peer venvs")
     args = parser.parse_args(argv)
@@ -121,11 +123,51 @@ def last_line(text: str) -> str:
     return lines[-1][:300] if lines else "(no stderr)"
 
 
-def execute(system: str, name: str, meta: dict[str, Any], budget: int, args: argparse.Namespace) -> dict[str, Any]:
+def reuse_key(system: str, version: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What must match for ``--resume`` to reuse a finished run instead of running it again."""
+    return {"system": system, "version": version, "seed": args.seed, "split_seed": args.split_seed,
+            "max_rows": args.max_rows, "cores": args.cores}
+
+
+def earlier_runs(out: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Finished runs recorded in ``out/results.json`` (committed, unlike ``runs/``), by
+    (dataset, system, budget)."""
+    path = out / "results.json"
+    try:
+        runs = json.loads(path.read_text()).get("runs", []) if path.is_file() else []
+    except (json.JSONDecodeError, OSError):
+        return {}
+    return {(r["dataset"], r["system"], int(r["budget"])): r for r in runs if "reuse_key" in r}
+
+
+def reusable(system: str, name: str, budget: int, key: dict[str, Any],
+             args: argparse.Namespace) -> dict[str, Any] | None:
+    """A finished run of the same work (see :func:`reuse_key`) from an earlier invocation."""
+    run_json = args.out / "runs" / str(budget) / name / system / "run.json"
+    found = []
+    if run_json.is_file():
+        try:
+            found.append(json.loads(run_json.read_text()))
+        except json.JSONDecodeError:
+            pass
+    if (name, system, budget) in args.earlier:
+        found.append(args.earlier[(name, system, budget)])
+    for record in found:
+        if record.get("reuse_key") == key:
+            return record
+    if found:
+        log(f"[{budget}s] {name}/{system}: earlier run was made with "
+            f"{found[0].get('reuse_key', {}).get('version', 'unknown settings')}; running again")
+    return None
+
+
+def execute(system: str, name: str, meta: dict[str, Any], budget: int, args: argparse.Namespace,
+            version: str = "") -> dict[str, Any]:
     """Run one system on one dataset at one budget; return its record (not yet normalized)."""
     run_dir = args.out / "runs" / str(budget) / name / system
-    if args.resume and (run_dir / "run.json").is_file():
-        return json.loads((run_dir / "run.json").read_text())
+    key = reuse_key(system, version, args)
+    if args.resume and (earlier := reusable(system, name, budget, key, args)) is not None:
+        return {**earlier, "reused": True}
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     limit = budget * 1.5 + 60
@@ -133,7 +175,7 @@ def execute(system: str, name: str, meta: dict[str, Any], budget: int, args: arg
         "dataset": name, "task": meta["task"], "metric": meta["metric"], "budget": budget,
         "system": system, "status": "ok", "failure_kind": None, "failure": None, "score": None,
         "wall_s": 0.0, "peak_mem_mb": 0.0, "time_limit_s": limit, "steps": {}, "run_dir": str(run_dir),
-        "cpu_s": 0.0, "other_cpu_frac": 0.0,
+        "cpu_s": 0.0, "other_cpu_frac": 0.0, "reuse_key": key,
     }
     spec = systems.RunSpec(
         train=Path(meta["train_csv"]), test_features=Path(meta["test_features_csv"]),
@@ -217,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = data.select_datasets(data.read_manifest(args.datasets_dir), args.datasets)
     log(f"[bench] {len(specs)} dataset(s) x {len(args.budgets)} budget(s) x {len(args.systems)} system(s) -> {args.out}")
     versions, broken, packages = prepare_systems(args)
+    args.earlier = earlier_runs(args.out) if args.resume else {}
     datasets = {spec.name: prepare_dataset(spec, args) for spec in specs}
     results: dict[str, Any] = {
         "name": args.out.name, "out_dir": str(args.out), "command": command_line(),
@@ -238,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 if system in broken:
                     record = setup_failure(system, name, meta, budget, broken[system])
                 else:
-                    record = execute(system, name, meta, budget, args)
+                    record = execute(system, name, meta, budget, args, versions[system])
                 group.append(record)
                 log(_progress(record))
             report.finalize_group(group, meta["constant_score"], meta["higher_is_better"])
@@ -253,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _progress(record: dict[str, Any]) -> str:
     head = f"[{record['budget']}s] {record['dataset']}/{record['system']}:"
+    if record.get("reused"):
+        head += " (earlier run)"
     cost = f"{record['wall_s']:.1f} s, {record['peak_mem_mb']:.0f} MB"
     if record["status"] != "ok":
         return f"{head} FAILED ({record['failure']}) after {cost}"

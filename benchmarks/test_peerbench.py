@@ -88,3 +88,22 @@ def test_run_limited_reports_exit_code_and_memory(tmp_path: Path) -> None:
                          timeout_s=30, cores=1)
     assert result.returncode == 1 and "boom" in result.stderr_tail
     assert result.peak_rss_mb > 150
+
+
+def test_resume_reuses_only_runs_of_the_same_version_and_settings(tmp_path: Path) -> None:
+    import json
+
+    import run_peers
+
+    args = run_peers.parse_args(["--out", str(tmp_path), "--resume"])
+    key = run_peers.reuse_key("flaml", "2.7.0", args)
+    done = {"dataset": "iris", "system": "flaml", "budget": 60, "status": "ok", "score": 0.1,
+            "reuse_key": key}
+    (tmp_path / "results.json").write_text(json.dumps({"runs": [done]}))
+    args.earlier = run_peers.earlier_runs(tmp_path)
+    assert run_peers.reusable("flaml", "iris", 60, key, args)["score"] == 0.1
+    assert run_peers.reusable("flaml", "iris", 300, key, args) is None  # other budget
+    newer = run_peers.reuse_key("flaml", "2.8.0", args)
+    assert run_peers.reusable("flaml", "iris", 60, newer, args) is None  # other version
+    capped = run_peers.reuse_key("flaml", "2.7.0", run_peers.parse_args(["--max-rows", "100"]))
+    assert run_peers.reusable("flaml", "iris", 60, capped, args) is None  # other rows

@@ -135,8 +135,8 @@ class _AutoMLBase(BaseEstimator):
         best = best_trials(result.study, problem.metric, 1)[0]
         self.best_learner_, self.best_params_ = learner_params(best)
         self.best_score_ = float(best.value)
-        # the heaviest member refit on all rows (the model itself when no ensemble was chosen);
-        # predictions use the whole ensemble, described in `ensemble_`
+        # the heaviest member (refit on all rows, or its bagged fold models; the model itself
+        # when no ensemble was chosen); predictions use the whole ensemble, see `ensemble_`
         self.best_estimator_ = result.model.members[0]
         self.ensemble_ = result.model.description
         return self

@@ -39,6 +39,10 @@ class SearchConfig:
     trial_timeout: float | None = None
     isolate: bool = True
     ensemble: bool = True
+    # With k-fold validation, final members are their bagged fold models instead of refits
+    # on all rows. Off by default: refits predicted better on 9 of 11 datasets
+    # (benchmarks/results/bagging60.md).
+    bagging: bool = False
     n_threads: int | None = None
     accelerator: str = "auto"  # auto, cpu, gpu
     gpus_per_trial: float = 0.0

@@ -160,7 +160,7 @@ def _study_exists(storage: Any, name: str) -> bool:
 
 
 def _run_worker(config: SearchConfig, problem: Problem, storage_url: str, study_name: str,
-                budget: Budget, oof_dir: str | None = None) -> None:
+                budget: Budget, oof_dir: str | None = None, fold_dir: str | None = None) -> None:
     import os
     import signal
 
@@ -174,7 +174,7 @@ def _run_worker(config: SearchConfig, problem: Problem, storage_url: str, study_
                               sampler=study_mod.make_sampler(config.sampler, config.seed + os.getpid(),
                                                              config.n_jobs),
                               pruner=study_mod.make_pruner(config.pruner))
-    objective = Objective(problem, config, budget, storage_url, oof_dir=oof_dir)
+    objective = Objective(problem, config, budget, storage_url, oof_dir=oof_dir, fold_dir=fold_dir)
     try:
         run_optimize(study, objective, budget)
     except KeyboardInterrupt:
@@ -188,15 +188,17 @@ def _run_worker(config: SearchConfig, problem: Problem, storage_url: str, study_
 def search(problem: Problem, config: SearchConfig, study: optuna.Study, storage_url: str | None,
            budget: Budget, callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
            on_result: Callable[[Any, dict[str, Any]], None] | None = None,
-           oof_dir: str | None = None) -> None:
+           oof_dir: str | None = None, fold_dir: str | None = None) -> None:
     """Run the trials: in this process, plus ``n_jobs - 1`` forked workers on the same storage."""
-    objective = Objective(problem, config, budget, storage_url, on_result=on_result, oof_dir=oof_dir)
+    objective = Objective(problem, config, budget, storage_url, on_result=on_result, oof_dir=oof_dir,
+                          fold_dir=fold_dir)
     workers: list[Any] = []
     if config.n_jobs > 1 and storage_url is not None:
         ctx = mp.get_context("fork")
         for _ in range(config.n_jobs - 1):
             p = ctx.Process(target=_run_worker,
-                            args=(config, problem, storage_url, study.study_name, budget, oof_dir),
+                            args=(config, problem, storage_url, study.study_name, budget, oof_dir,
+                                  fold_dir),
                             daemon=False)
             p.start()
             workers.append(p)
@@ -267,20 +269,18 @@ def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial,
     return None
 
 
-def select_ensemble(problem: Problem, study: optuna.Study, oof_dir: str | None,
-                    n_candidates: int = 10) -> tuple[list[FrozenTrial], list[float], float | None]:
-    """Caruana selection over the best trials' out-of-fold predictions (best single if none helps)."""
+def select_ensemble(problem: Problem, study: optuna.Study,
+                    oof_dir: str | None) -> tuple[list[FrozenTrial], list[float], float | None]:
+    """Caruana selection over the best trials' out-of-fold predictions (best single if none
+    helps): the best trials and, for diversity, the best of every learner family."""
     from automl.ensemble import caruana
-    from automl.search import load_oof
+    from automl.search import candidate_numbers, load_oof
 
     ranked = best_trials(study, problem.metric, 10_000)
     if not ranked:
         raise _no_success_error(study)
-    candidates = ranked[:n_candidates]
-    for learner in problem.learners:  # the best of every learner family, for diversity
-        top = next((t for t in ranked if t.params.get("learner") == learner), None)
-        if top is not None and top not in candidates:
-            candidates.append(top)
+    by_number = {t.number: t for t in ranked}
+    candidates = [by_number[n] for n in candidate_numbers(study, problem.metric)]
     oof = load_oof(oof_dir, [t.number for t in candidates]) if oof_dir else {}
     if len(oof) < 2 or ranked[0].number not in oof:
         return [ranked[0]], [1.0], None
@@ -293,7 +293,6 @@ def select_ensemble(problem: Problem, study: optuna.Study, oof_dir: str | None,
     log.debug("ensemble selection took %.2fs", time.monotonic() - t0)
     if not sel.improves or not problem.metric.better(sel.score, sel.single_score):
         return [ranked[0]], [1.0], None
-    by_number = {t.number: t for t in candidates}
     members = sorted(zip(sel.trials, sel.weights), key=lambda tw: -tw[1])
     log.info("ensemble of %d trials: validation %s %.5g (best single %.5g)", len(members),
              problem.metric.name, sel.score, sel.single_score)
@@ -301,8 +300,10 @@ def select_ensemble(problem: Problem, study: optuna.Study, oof_dir: str | None,
 
 
 def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, budget: Budget,
-                fallback: dict[int, Any] | None = None, oof_dir: str | None = None) -> AutoMLModel:
-    """Refit the winner (an ensemble of trials, or the best trial) on all rows."""
+                fallback: dict[int, Any] | None = None, oof_dir: str | None = None,
+                fold_dir: str | None = None) -> AutoMLModel:
+    """The final model: the winner (an ensemble of trials, or the best trial), each member
+    its trial's fold models bagged (when kept, see ``FoldBag``) or refitted on all rows."""
     if config.ensemble:
         trials, weights, ens_score = select_ensemble(problem, study, oof_dir)
     else:
@@ -310,12 +311,20 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
         if not best:
             raise _no_success_error(study)
         trials, weights, ens_score = best, [1.0], None
+    bags = _kept_fold_models(fold_dir, trials)
     if budget.time_budget:
         hard = budget.end + 0.5 * max(0.1 * budget.time_budget, 5.0)
     else:
         hard = time.monotonic() + max(60.0, 10 * sum(refit_estimate(t, problem) for t in trials))
     members, kept_w, desc = [], [], []
     for i, (trial, w) in enumerate(zip(trials, weights)):
+        learner, params = learner_params(trial)
+        if trial.number in bags:
+            members.append(bags[trial.number])
+            kept_w.append(w)
+            desc.append({"trial": trial.number, "learner": learner, "params": params,
+                         "score": trial.value, "weight": w, "bagged_folds": len(problem.splits.folds)})
+            continue
         # the first (heaviest) member may use the slack; the others must fit in the budget
         deadline = hard if i == 0 else min(hard, budget.end if budget.time_budget else hard)
         if i > 0 and time.monotonic() + refit_estimate(trial, problem) > deadline:
@@ -334,13 +343,12 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
             est = fallback[trial.number]
         if est is None:
             continue
-        learner, params = learner_params(trial)
         members.append(est)
         kept_w.append(w)
         desc.append({"trial": trial.number, "learner": learner, "params": params,
                      "score": trial.value, "weight": w})
-    # fold models kept as bytes are unpickled only now, after the last forked refit
-    members = [pickle.loads(m) if isinstance(m, bytes) else m for m in members]
+    # models kept as bytes are unpickled only now, after the last forked refit
+    members = [_unpickle_member(m, problem) for m in members]
     if not members:
         raise SearchFailedError(f"refitting the best trial ({trials[0].params.get('learner')}) on all "
                                 "rows failed and no fold model was kept; give a larger --time-budget.")
@@ -355,6 +363,38 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
     model.validation_score = ens_score if (ens_score is not None and len(members) == len(trials)) \
         else trials[0].value
     return model
+
+
+MAX_BAGGED_BYTES = 512 * 2**20  # fold models beyond this in one final model are refitted instead
+
+
+def _kept_fold_models(fold_dir: str | None, trials: Sequence[FrozenTrial]) -> dict[int, tuple[str, bytes]]:
+    """The pickled fold models kept for these trials (read, not unpickled), within a size cap."""
+    from automl.search import fold_models_path
+
+    bags: dict[int, tuple[str, bytes]] = {}
+    if fold_dir is None:
+        return bags
+    total = 0
+    for trial in trials:
+        path = fold_models_path(fold_dir, trial.number)
+        try:
+            blob = path.read_bytes()
+        except OSError:
+            continue
+        if total + len(blob) > MAX_BAGGED_BYTES:
+            continue
+        total += len(blob)
+        bags[trial.number] = ("folds", blob)
+    return bags
+
+
+def _unpickle_member(member: Any, problem: Problem) -> Any:
+    from automl.ensemble import FoldBag
+
+    if isinstance(member, tuple) and member[0] == "folds":
+        return FoldBag(pickle.loads(member[1]), problem.info.task, problem.info.n_classes)
+    return pickle.loads(member) if isinstance(member, bytes) else member
 
 
 def _shared_preprocessing(problem: Problem, config: SearchConfig, budget: Budget) -> dict:
@@ -443,15 +483,20 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
             oof_dir = tmp_dir
         elif oof_dir:
             Path(oof_dir).mkdir(parents=True, exist_ok=True)
+        # Fold models are pickles: they live in a private temporary folder for this run only,
+        # never in the output folder a later --resume would read.
+        fold_dir = (tempfile.mkdtemp(prefix="automl-folds-")
+                    if config.bagging and problem.splits.kind == "cv" else None)
         try:
             search(problem, config, study, storage_url, budget, callbacks, on_result=keep,
-                   oof_dir=oof_dir)
-            model = build_model(problem, config, study, budget, fallback, oof_dir)
+                   oof_dir=oof_dir, fold_dir=fold_dir)
+            model = build_model(problem, config, study, budget, fallback, oof_dir, fold_dir)
             if oof_dir and not tmp_dir:
                 _prune_oof(oof_dir, study, problem)
         finally:
-            if tmp_dir:
-                shutil.rmtree(tmp_dir, ignore_errors=True)
+            for folder in (tmp_dir, fold_dir):
+                if folder:
+                    shutil.rmtree(folder, ignore_errors=True)
     model.target = target_name
     summary = {
         "task": problem.info.task.value, "metric": problem.metric.name,

@@ -161,7 +161,9 @@ def _summary_section(run: RunFolder, study: Any, board: Any, elapsed_note: str) 
             f"trial {m.get('trial')} {m.get('learner')} (weight {float(m.get('weight', 0)):.2f})"
             for m in members)
     elif members:
-        model = f"trial {members[0].get('trial')} {members[0].get('learner')}, refitted on all rows"
+        how = (f"its {members[0]['bagged_folds']} fold models averaged" if members[0].get("bagged_folds")
+               else "refitted on all rows")
+        model = f"trial {members[0].get('trial')} {members[0].get('learner')}, {how}"
     else:
         model = "none saved (the run did not finish)"
     vscore = manifest.get("validation_score", info.get("validation_score"))

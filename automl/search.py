@@ -14,6 +14,7 @@ import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,8 @@ from automl.validation import Splits
 
 log = logging.getLogger("automl")
 HARD_KILL_GRACE_S = 2.0
+ENSEMBLE_CANDIDATES = 10  # the best trials ensemble selection looks at (plus each learner's best)
+MAX_FOLD_MODELS_BYTES = 256 * 2**20  # a trial's pickled fold models larger than this are not kept
 
 
 @dataclass
@@ -79,8 +82,7 @@ class TrialReporter:
     child never opens the storage itself.
     """
 
-    def __init__(self, trial: optuna.Trial, storage_url: str | None, pruner: Any,
-                 in_child: bool) -> None:
+    def __init__(self, trial: optuna.Trial, *, in_child: bool) -> None:
         self._trial = trial
         self._in_child = in_child
 
@@ -106,8 +108,13 @@ class TrialReporter:
 
 def cross_validate(problem: Problem, learner: str, params: dict[str, Any], reporter: Any,
                    *, seed: int, n_threads: int, deadline: float, accelerator: str = "cpu",
-                   keep_model_if_better: float | None = None) -> dict[str, Any]:
+                   keep_model_if_better: float | None = None,
+                   keep_folds: tuple[str, float | None] | None = None) -> dict[str, Any]:
     """Fit one configuration on every split; return scores, out-of-fold predictions, timings.
+
+    ``keep_folds`` is ``(path, threshold)``: with k-fold validation, the fold models are
+    pickled to ``path`` when the trial's value is better than ``threshold`` (``None``:
+    always), for the final model to bag them instead of refitting (see ``FoldBag``).
 
     BLAS and OpenMP pools are limited to the trial's threads: on small data more threads
     only contend (a 20-component SVD ran 15x slower with two busy threads than with one).
@@ -117,12 +124,13 @@ def cross_validate(problem: Problem, learner: str, params: dict[str, Any], repor
     with threadpool_limits(limits=max(1, n_threads)):
         return _cross_validate(problem, learner, params, reporter, seed=seed, n_threads=n_threads,
                                deadline=deadline, accelerator=accelerator,
-                               keep_model_if_better=keep_model_if_better)
+                               keep_model_if_better=keep_model_if_better, keep_folds=keep_folds)
 
 
 def _cross_validate(problem: Problem, learner: str, params: dict[str, Any], reporter: Any,
                     *, seed: int, n_threads: int, deadline: float, accelerator: str,
-                    keep_model_if_better: float | None) -> dict[str, Any]:
+                    keep_model_if_better: float | None,
+                    keep_folds: tuple[str, float | None] | None) -> dict[str, Any]:
     trainer = get_trainer(learner)
     info, metric, y = problem.info, problem.metric, problem.y
     k = info.n_classes
@@ -131,6 +139,8 @@ def _cross_validate(problem: Problem, learner: str, params: dict[str, Any], repo
     iterations: list[int] = []
     fit_times: list[float] = []
     first_model = None
+    bagging = keep_folds is not None and len(problem.splits.folds) > 1
+    fold_models: list[Any] = []
     for i, (tr, va) in enumerate(problem.splits.folds):
         data = FitData(
             X_train=problem.X.iloc[tr], y_train=y[tr], X_valid=problem.X.iloc[va], y_valid=y[va],
@@ -153,6 +163,8 @@ def _cross_validate(problem: Problem, learner: str, params: dict[str, Any], repo
             iterations.append(int(data.extra["n_iterations"]))
         if i == 0:
             first_model = model
+        if bagging:
+            fold_models.append(model)
         n_folds = len(problem.splits.folds)
         if time.monotonic() > deadline and i + 1 < n_folds:
             raise TrialFailed(f"ran past its time limit after fold {i + 1} of {n_folds}")
@@ -169,6 +181,12 @@ def _cross_validate(problem: Problem, learner: str, params: dict[str, Any], repo
         # Sent as bytes and unpickled by the parent only if it is used: unpickling LightGBM
         # runs OpenMP, and a process that ran OpenMP must not fork trial children any more.
         result["model"] = pickle.dumps(first_model, protocol=pickle.HIGHEST_PROTOCOL)
+    if bagging and keep_folds is not None and (keep_folds[1] is None or metric.better(value, keep_folds[1])):
+        blob = pickle.dumps(fold_models, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(blob) <= MAX_FOLD_MODELS_BYTES:
+            from automl.persistence import atomic_write_bytes
+
+            atomic_write_bytes(Path(keep_folds[0]), blob)
     return result
 
 
@@ -183,6 +201,7 @@ class Objective:
     on_result: Callable[[FrozenTrial | optuna.Trial, dict[str, Any]], None] | None = None
     best_so_far: float | None = None
     oof_dir: str | None = None
+    fold_dir: str | None = None  # where candidate trials keep their fold models (bagging)
     spaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -216,13 +235,16 @@ class Objective:
         deadline = time.monotonic() + max(0.5 * limit, limit - wrap_up)
         hard_end = time.monotonic() + limit
         isolate = self.config.isolate and self.storage_url is not None
-        pruner = trial.study.pruner
-        reporter = TrialReporter(trial, self.storage_url, pruner, in_child=isolate)
+        reporter = TrialReporter(trial, in_child=isolate)
+        keep_folds = None
+        if self.fold_dir is not None:
+            keep_folds = (str(fold_models_path(self.fold_dir, trial.number)),
+                          candidate_threshold(trial.study, self.problem.metric, learner))
         job = lambda: cross_validate(  # noqa: E731
             self.problem, learner, params, reporter, seed=self.config.seed,
             n_threads=self.config.threads_per_trial(len(self.problem.y)), deadline=deadline,
             accelerator=self.config.extra.get("accelerator", "cpu"),
-            keep_model_if_better=self.best_so_far,
+            keep_model_if_better=self.best_so_far, keep_folds=keep_folds,
         )
         t0 = time.perf_counter()
         log.debug("trial %d: %s starts, limit %.1fs", trial.number, learner, limit)
@@ -268,6 +290,8 @@ class Objective:
             trial.set_user_attr(key, round(val, 6))
         if self.oof_dir is not None and result.get("oof") is not None:
             save_oof(self.oof_dir, trial.number, result["oof"])
+        if self.fold_dir is not None:
+            prune_fold_models(self.fold_dir, trial.study, self.problem.metric)
         if self.on_result is not None:
             self.on_result(trial, result)
         value = result["value"]
@@ -327,6 +351,49 @@ def load_oof(folder: str, numbers: Sequence[int]) -> dict[int, np.ndarray]:
     return out
 
 
+def fold_models_path(folder: str, number: int) -> Path:
+    return Path(folder) / f"trial-{number}.folds.pkl"
+
+
+def candidate_numbers(study: optuna.Study, metric: Metric,
+                      n: int = ENSEMBLE_CANDIDATES) -> list[int]:
+    """The trials ensemble selection looks at: the ``n`` best, then each learner's best."""
+    ranked = best_trials(study, metric, 10**9)
+    numbers = [t.number for t in ranked[:n]]
+    seen = {t.params.get("learner") for t in ranked[:n]}
+    for t in ranked[n:]:
+        if t.params.get("learner") not in seen:
+            seen.add(t.params.get("learner"))
+            numbers.append(t.number)
+    return numbers
+
+
+def candidate_threshold(study: optuna.Study, metric: Metric, learner: str,
+                        n: int = ENSEMBLE_CANDIDATES) -> float | None:
+    """The value a new ``learner`` trial must beat to become an ensemble candidate (None:
+    any value does): the n-th best overall or that learner's best, whichever is worse."""
+    ranked = best_trials(study, metric, 10**9)
+    own = next((t.value for t in ranked if t.params.get("learner") == learner), None)
+    if own is None or len(ranked) < n:
+        return None
+    nth = ranked[n - 1].value
+    return nth if metric.better(own, nth) else own
+
+
+def prune_fold_models(folder: str, study: optuna.Study, metric: Metric) -> None:
+    """Delete the fold models of finished trials that are no longer ensemble candidates
+    (running trials' files are left alone: another worker may be writing them)."""
+    keep = set(candidate_numbers(study, metric))
+    finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    for path in Path(folder).glob("trial-*.folds.pkl"):
+        try:
+            number = int(path.name.split("-", 1)[1].split(".", 1)[0])
+        except ValueError:
+            continue
+        if number in finished and number not in keep:
+            path.unlink(missing_ok=True)
+
+
 def completed(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None and np.isfinite(t.value)]
@@ -336,6 +403,20 @@ def best_trials(study: optuna.Study, metric: Metric, n: int = 1) -> list[FrozenT
     trials = completed(study)
     trials.sort(key=lambda t: t.value, reverse=metric.greater_is_better)
     return trials[:n]
+
+
+SAVE_BYTES_PER_S = 50 * 2**20  # skops writes ~100 MB/s; half that, with the checksum and the disk
+
+
+def final_member_estimate(trial: FrozenTrial, problem: Problem, fold_dir: str | None) -> float:
+    """Seconds the final model will spend on this trial: saving its bagged fold models when
+    they were kept, else refitting it on all rows."""
+    if fold_dir is not None:
+        try:
+            return fold_models_path(fold_dir, trial.number).stat().st_size / SAVE_BYTES_PER_S + 0.2
+        except OSError:
+            pass
+    return refit_estimate(trial, problem)
 
 
 def refit_estimate(trial: FrozenTrial, problem: Problem) -> float:
@@ -354,8 +435,8 @@ def run_optimize(study: optuna.Study, objective: Objective, budget: Budget,
 
     def stop_when_spent(st: optuna.Study, trial: FrozenTrial) -> None:
         best = best_trials(st, problem.metric, n_refit)
-        if best and budget.time_budget:
-            est = sum(refit_estimate(t, problem) for t in best)
+        if budget.time_budget:
+            est = sum(final_member_estimate(t, problem, objective.fold_dir) for t in best)
             floor = max(1.0, 0.05 * budget.time_budget)
             budget.reserve = min(max(floor, est + 1.0), 0.4 * budget.time_budget)
         if budget.time_budget and budget.remaining() <= 0.5:

@@ -208,7 +208,7 @@ def test_median_pruner_prunes_mlp_trials(penguins):
         trial.suggest_categorical("learner", ["mlp"])  # the pruner compares trials of one learner
         params, seed = configs[trial.number]
         data = _fold(penguins, seed=seed)
-        est = trainer.fit(params, data, TrialReporter(trial, None, study.pruner, in_child=False))
+        est = trainer.fit(params, data, TrialReporter(trial, in_child=False))
         pred = predict_scores(est, data.X_valid, penguins.info.task, 3)
         return penguins.metric(data.y_valid, pred, 3)
 

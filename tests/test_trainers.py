@@ -94,7 +94,7 @@ def test_pruning_stops_a_lightgbm_trial(mixed_frame):
     trial = study.ask()
     from automl.search import TrialReporter
 
-    reporter = TrialReporter(trial, None, study.pruner, in_child=False)
+    reporter = TrialReporter(trial, in_child=False)
     tr, va = problem.splits.folds[0]
     data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
                    problem.info, problem.metric)

@@ -178,11 +178,21 @@ def _run_worker(config: SearchConfig, problem: Problem, storage_url: str, study_
     try:
         run_optimize(study, objective, budget)
     except KeyboardInterrupt:
+        _fail_own_trials(study)
         os._exit(130)
     except BaseException as exc:  # noqa: BLE001 - one line, not a traceback from a worker
         log.warning("worker %d stopped: %s: %s", os.getpid(), type(exc).__name__, exc)
         os._exit(1)
     os._exit(0)
+
+
+def _fail_own_trials(study: optuna.Study) -> None:
+    """On an interruption: a trial Optuna created but whose objective had not started yet
+    is still RUNNING; record it as interrupted (a resume runs its configuration again)."""
+    try:
+        study_mod.fail_own_running_trials(study, "interrupted (Ctrl-C)")
+    except Exception as exc:  # noqa: BLE001 - best effort while stopping; a resume fails it anyway
+        log.debug("could not mark this process's running trials: %s", exc)
 
 
 def search(problem: Problem, config: SearchConfig, study: optuna.Study, storage_url: str | None,
@@ -208,6 +218,7 @@ def search(problem: Problem, config: SearchConfig, study: optuna.Study, storage_
         for p in workers:
             if p.is_alive():
                 p.terminate()  # the worker records its running trial as interrupted
+        _fail_own_trials(study)
         for p in workers:
             p.join(timeout=5)
             if p.is_alive():

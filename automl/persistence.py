@@ -30,12 +30,12 @@ from automl.schema import FeatureSchema
 MANIFEST = "manifest.json"
 FORMAT = "automl-model"
 FORMAT_VERSION = 1
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "automl.", "trainers.",
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "catboost.", "automl.", "trainers.",
                     "collections.OrderedDict", "pandas.")
 # Exact names trusted besides the prefixes. functools.partial wraps a function that skops
 # audits as a node of its own, so allowing the wrapper does not allow what it wraps.
 TRUSTED_NAMES = frozenset({"functools.partial"})
-PACKAGES = ("automl", "scikit-learn", "lightgbm", "numpy", "pandas", "optuna", "skops", "scipy")
+PACKAGES = ("automl", "scikit-learn", "lightgbm", "catboost", "numpy", "pandas", "optuna", "skops", "scipy")
 
 
 def _version(pkg: str) -> str | None:

@@ -72,7 +72,51 @@ def _with_installed_driver(url: str) -> str:
 
 
 def make_sampler(name: str, seed: int, n_jobs: int = 1) -> optuna.samplers.BaseSampler:
-    """The sampler for ``--sampler``; TPE is multivariate over grouped (per-learner) spaces."""
+    """The sampler for ``--sampler`` (TPE is multivariate over grouped, per-learner spaces),
+    wrapped so that every trial records its worker process as soon as it exists."""
+    return WorkerTagging(_base_sampler(name, seed, n_jobs))
+
+
+class WorkerTagging(optuna.samplers.BaseSampler):
+    """Delegates to a sampler; records ``worker`` (host:pid) on a trial the moment Optuna
+    creates it (``before_trial`` runs inside ``study.ask``), before anything can be sampled.
+
+    A process killed between creating a trial and running the objective leaves a RUNNING
+    trial; with its worker recorded, :func:`fail_dead_trials` finds it on resume at once
+    instead of it waiting out a heartbeat grace period (or staying RUNNING).
+    """
+
+    def __init__(self, base: optuna.samplers.BaseSampler) -> None:
+        self.base = base
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
+        self.base.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict) -> dict:
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Any) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+    def __getattr__(self, name: str) -> Any:  # anything else a sampler exposes
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+def _base_sampler(name: str, seed: int, n_jobs: int) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
@@ -213,6 +257,24 @@ def fail_dead_trials(study: optuna.Study) -> int:
     return n
 
 
+def fail_own_running_trials(study: optuna.Study, reason: str) -> int:
+    """Mark this process's RUNNING trials failed (interrupted), e.g. on Ctrl-C between
+    Optuna creating a trial and the objective starting, where Optuna leaves it RUNNING."""
+    me = worker_id()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("worker") != me:
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+            study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            n += 1
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return n
+
+
 def requeue_interrupted(study: optuna.Study) -> int:
     """Queue once more the configuration of every trial failed by an interruption."""
     retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
@@ -226,7 +288,7 @@ def requeue_interrupted(study: optuna.Study) -> int:
 
 
 def _retry_once(study: optuna.Study, t: FrozenTrial) -> None:
-    if "retry_of" in t.user_attrs:  # a retry that failed again is not retried a second time
+    if "retry_of" in t.user_attrs or not t.params:  # retried once only; nothing sampled yet
         return
     study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
 

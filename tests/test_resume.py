@@ -219,3 +219,26 @@ def test_two_resuming_processes_fail_a_dead_trial_once(tmp_path, monkeypatch):
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.WAITING]
     assert study.get_trials()[1].user_attrs["retry_of"] == 0
+
+
+def test_a_trial_records_its_worker_as_soon_as_optuna_creates_it(tmp_path):
+    """A process killed between ``ask`` and the objective leaves a RUNNING trial whose worker
+    is known, so a resume fails it at once; Ctrl-C in that gap marks it interrupted."""
+    import optuna
+
+    from automl import study as study_mod
+
+    for name in ("tpe", "random", "grid", "gp", "cmaes", "qmc"):
+        study = optuna.create_study(storage=f"sqlite:///{tmp_path}/{name}.db",
+                                    sampler=study_mod.make_sampler(name, 0))
+        trial = study.ask()  # no objective has run: only the sampler's before_trial
+        stored = study._storage.get_trial(trial._trial_id)
+        assert stored.user_attrs["worker"] == study_mod.worker_id(), name
+        assert trial.suggest_categorical("x", [1, 2, 3]) in (1, 2, 3)  # it still samples
+    assert study_mod.fail_own_running_trials(study, "interrupted (Ctrl-C)") == 1
+    (failed,) = study.get_trials(states=(TrialState.FAIL,))
+    assert failed.user_attrs["interrupted"] and failed.user_attrs["fail_reason"] == "interrupted (Ctrl-C)"
+    # another process's running trial is not ours to fail
+    other = study.ask()
+    study._storage.set_trial_user_attr(other._trial_id, "worker", "elsewhere:1")
+    assert study_mod.fail_own_running_trials(study, "x") == 0

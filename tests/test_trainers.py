@@ -67,7 +67,7 @@ def test_trainer_contract(name, problem):
         np.testing.assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-5)
     for step, value in reporter.values:  # intermediate values are in the trial's metric
         assert isinstance(step, int) and np.isfinite(value)
-    if name in ("lightgbm", "hist_gb", "random_forest", "extra_trees", "mlp"):
+    if name in ("lightgbm", "catboost", "hist_gb", "random_forest", "extra_trees", "mlp"):
         assert reporter.values, f"{name} is iterative and must report to the pruner"
     # a refit (no validation part) works too, with the iterations found by the trial
     refit = FitData(problem.X, problem.y, None, None, problem.info, problem.metric,
@@ -78,7 +78,7 @@ def test_trainer_contract(name, problem):
 
 def test_unseen_categories_at_predict(mixed_frame):
     problem = _problem(mixed_frame, "label")
-    for name in ("lightgbm", "logistic", "random_forest", "hist_gb", "knn"):
+    for name in ("lightgbm", "catboost", "logistic", "random_forest", "hist_gb", "knn"):
         trainer = get_trainer(name)
         data = FitData(problem.X, problem.y, problem.X, problem.y, problem.info, problem.metric)
         est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
@@ -87,7 +87,8 @@ def test_unseen_categories_at_predict(mixed_frame):
         assert np.isfinite(predict_scores(est, X_new, problem.info.task, 2)).all(), name
 
 
-def test_pruning_stops_a_lightgbm_trial(mixed_frame):
+@pytest.mark.parametrize("learner", ["lightgbm", "catboost"])
+def test_pruning_stops_a_boosting_trial(mixed_frame, learner):
     problem = _problem(mixed_frame, "label")
     study = optuna.create_study(direction="maximize",
                                 pruner=optuna.pruners.ThresholdPruner(lower=0.99))
@@ -98,7 +99,25 @@ def test_pruning_stops_a_lightgbm_trial(mixed_frame):
     tr, va = problem.splits.folds[0]
     data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
                    problem.info, problem.metric)
-    trainer = get_trainer("lightgbm")
+    trainer = get_trainer(learner)
     with pytest.raises(optuna.TrialPruned):
         trainer.fit(dict(trainer.default(problem.info)), data, reporter)
     assert trial.study.trials[0].intermediate_values
+
+
+def test_catboost_gets_categories_as_integers_and_stops_at_the_deadline(mixed_frame):
+    """The ordinal codes (floats, NaN for missing) reach CatBoost as integer categories;
+    a trial past its soft deadline stops adding rounds and keeps its model."""
+    import time
+
+    problem = _problem(mixed_frame, "label")
+    trainer = get_trainer("catboost")
+    tr, va = problem.splits.folds[0]
+    data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
+                   problem.info, problem.metric, deadline=time.monotonic() - 1)
+    est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
+    model = est.named_steps["model"]
+    assert model.cat_columns and model.model.get_cat_feature_indices() == model.cat_columns
+    assert model.model.tree_count_ <= 2  # stopped at once
+    codes = model._frame(est.named_steps["preprocess"].transform(problem.X.iloc[va]))
+    assert all(codes[j].dtype == np.int64 for j in model.cat_columns)

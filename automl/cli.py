@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="parallel worker processes on the same study (-1: one per core)")
     fit.add_argument("--include", type=_csv_list, default=None, metavar="LEARNERS",
                      help="comma-separated learners to search (default: all for the task): lightgbm, "
-                     "hist_gb, random_forest, extra_trees, logistic, ridge, elasticnet, knn, catboost, mlp")
+                     "hist_gb, random_forest, extra_trees, logistic, ridge, elasticnet, knn, catboost, mlp; "
+                     "'default' stands for the default ones (e.g. default,catboost)")
     fit.add_argument("--exclude", type=_csv_list, default=None, metavar="LEARNERS",
                      help="comma-separated learners to leave out")
     fit.add_argument("--ignore-columns", type=_csv_list, default=None, metavar="COLUMNS",

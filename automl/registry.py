@@ -29,6 +29,7 @@ _BUILTIN: dict[str, str] = {
 # lower (mean normalized 0.966 vs 0.985 on 16 datasets: benchmarks/results/b60-automl-catboost).
 DEFAULT_LEARNERS = ("lightgbm", "hist_gb", "random_forest", "extra_trees", "logistic", "ridge",
                     "elasticnet", "knn")
+DEFAULT_ALIAS = "default"  # in --include: the default learners
 _CUSTOM: dict[str, type] = {}
 
 
@@ -67,11 +68,22 @@ def get_trainer(name: str) -> Trainer:
 
 def resolve_learners(task: Task, include: list[str] | None = None,
                      exclude: list[str] | None = None) -> list[str]:
-    """The learners to search for ``task``: ``include`` (or the defaults) minus ``exclude``."""
+    """The learners to search for ``task``: ``include`` (or the defaults) minus ``exclude``.
+
+    ``default`` in ``include`` stands for the default learners, so opt-in ones can be added
+    to them (``--include default,catboost``).
+
+    Example:
+        >>> resolve_learners(Task.REGRESSION, ["default", "catboost"], ["knn"])[-2:]
+        ['elasticnet', 'catboost']
+    """
+    include = [n for name in (include or []) for n in
+               (DEFAULT_LEARNERS if name == DEFAULT_ALIAS else (name,))] or None
     for name in (include or []) + (exclude or []):
         if name not in available():
-            raise ConfigError(f"unknown learner '{name}'; choose from: {', '.join(available())}.")
-    names = list(include) if include else list(DEFAULT_LEARNERS)
+            raise ConfigError(f"unknown learner '{name}'; choose from: {', '.join(available())} "
+                              f"(or '{DEFAULT_ALIAS}' for the default ones).")
+    names = list(dict.fromkeys(include)) if include else list(DEFAULT_LEARNERS)
     names = [n for n in names if n not in set(exclude or [])]
     out = [n for n in names if task in get_trainer(n).tasks]
     if not out:

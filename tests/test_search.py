@@ -117,3 +117,15 @@ def test_holdout_for_large_data():
     df["y"] = (df.a + rng.normal(size=n) > 0).astype(int)
     res = _fit(df, "y", include=["lightgbm"], n_trials=1)
     assert res.summary["validation"] == "holdout of 2400 rows"
+
+
+def test_include_default_adds_opt_in_learners():
+    from automl.contracts import Task
+    from automl.registry import resolve_learners
+
+    defaults = resolve_learners(Task.BINARY)
+    got = resolve_learners(Task.BINARY, ["default", "catboost", "lightgbm"])
+    assert got == [*defaults, "catboost"]  # the defaults first, no duplicates
+    assert "ridge" not in defaults  # still only the learners that do the task
+    with pytest.raises(ConfigError, match="'default' for the default ones"):
+        resolve_learners(Task.BINARY, ["xgb"])

@@ -218,8 +218,7 @@ class Objective:
         return learner, params
 
     def __call__(self, trial: optuna.Trial) -> float:
-        # the worker first, so the trial of a worker killed while sampling is found on resume
-        trial.set_user_attr("worker", study_mod.worker_id())
+        # (the trial's `worker` is recorded by the sampler when Optuna creates it: study.WorkerTagging)
         learner, params = self.sample(trial)
         trial.set_user_attr("learner", learner)
         remaining = self.budget.remaining()
@@ -329,7 +328,6 @@ def enqueue_defaults(study: optuna.Study, problem: Problem, portfolio: bool = Tr
 def save_oof(folder: str, number: int, oof: np.ndarray) -> None:
     """Keep a trial's out-of-fold predictions for ensemble selection (atomic write)."""
     import os
-    from pathlib import Path
 
     path = Path(folder) / f"trial-{number}.npy"
     tmp = path.with_suffix(".tmp.npy")
@@ -338,8 +336,6 @@ def save_oof(folder: str, number: int, oof: np.ndarray) -> None:
 
 
 def load_oof(folder: str, numbers: Sequence[int]) -> dict[int, np.ndarray]:
-    from pathlib import Path
-
     out = {}
     for n in numbers:
         path = Path(folder) / f"trial-{n}.npy"

@@ -83,15 +83,19 @@ def version(system: str) -> str:
     return envs.peer_version(system)
 
 
+# What decides how `automl fit/predict` behaves; commits touching nothing else (docs, tests,
+# benchmark results) leave the version, so they do not invalidate the automl runs `--resume` keeps.
+CODE_PATHS = ("automl", "trainers", "search_spaces", "pyproject.toml")
+
+
 def automl_version() -> str:
-    """Package version from the project venv plus the git commit (read-only git calls)."""
+    """Package version plus the last commit that changed the code (read-only git calls)."""
     python = REPO_DIR / ".venv" / "bin" / "python"
     code = "import importlib.metadata as m; print(m.version('automl'))"
     pkg = _quiet([str(python), "-c", code]) or "unknown"
-    commit = _quiet(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"]) or "no-commit"
-    dirty = _quiet(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "automl", "trainers",
-                    "search_spaces"])
-    return f"{pkg} (git {commit}{'+dirty' if dirty else ''})"
+    commit = _quiet(["git", "-C", str(REPO_DIR), "log", "-1", "--format=%h", "--", *CODE_PATHS])
+    dirty = _quiet(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", *CODE_PATHS])
+    return f"{pkg} (git {commit or 'no-commit'}{'+dirty' if dirty else ''})"
 
 
 def _quiet(cmd: list[str]) -> str:

@@ -28,7 +28,13 @@ from automl.config import SearchConfig
 from automl.contracts import DataInfo, FitData, NullReporter
 from automl.data import Target
 from automl.exceptions import ConfigError, DataError, SearchFailedError
-from automl.isolation import default_memory_cap_mb, die_with_parent, run_isolated
+from automl.isolation import (
+    default_memory_cap_mb,
+    die_with_parent,
+    release_signals,
+    run_isolated,
+    signals_held,
+)
 from automl.metrics import get_metric
 from automl.model import AutoMLModel
 from automl.registry import get_trainer, resolve_learners
@@ -136,11 +142,11 @@ def open_study(config: SearchConfig, problem: Problem, storage_url: str | None,
         # a fresh random stream: replaying the first run's would repeat its configurations
         study.sampler = study_mod.make_sampler(
             config.sampler, study_mod.resumed_seed(config.seed, len(study.trials)), config.n_jobs)
-        n_dead = study_mod.fail_dead_trials(study)
-        n_retry = study_mod.requeue_interrupted(study)
-        if n_dead or n_retry:
+        n_dead, n_queued = study_mod.fail_dead_trials(study)
+        n_queued += study_mod.requeue_interrupted(study)
+        if n_dead or n_queued:
             log.info("resume: %d trial(s) of a dead process marked failed, %d configuration(s) queued again",
-                     n_dead, n_dead + n_retry)
+                     n_dead, n_queued)
     else:
         for key, value in expected.items():
             study.set_user_attr(key, value)
@@ -166,6 +172,7 @@ def _run_worker(config: SearchConfig, problem: Problem, storage_url: str, study_
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # (with SIGTERM): trial "interrupted"
+    release_signals()  # held while the parent forked us
     parent = mp.parent_process()
     die_with_parent(parent.pid if parent is not None else None)  # and dies with it
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -203,16 +210,17 @@ def search(problem: Problem, config: SearchConfig, study: optuna.Study, storage_
     objective = Objective(problem, config, budget, storage_url, on_result=on_result, oof_dir=oof_dir,
                           fold_dir=fold_dir)
     workers: list[Any] = []
-    if config.n_jobs > 1 and storage_url is not None:
-        ctx = mp.get_context("fork")
-        for _ in range(config.n_jobs - 1):
-            p = ctx.Process(target=_run_worker,
-                            args=(config, problem, storage_url, study.study_name, budget, oof_dir,
-                                  fold_dir),
-                            daemon=False)
-            p.start()
-            workers.append(p)
     try:
+        if config.n_jobs > 1 and storage_url is not None:
+            ctx = mp.get_context("fork")
+            for _ in range(config.n_jobs - 1):
+                p = ctx.Process(target=_run_worker,
+                                args=(config, problem, storage_url, study.study_name, budget, oof_dir,
+                                      fold_dir),
+                                daemon=False)
+                with signals_held():  # a Ctrl-C now arrives once the worker is on the list
+                    p.start()
+                    workers.append(p)
         run_optimize(study, objective, budget, callbacks)
     except BaseException:
         for p in workers:

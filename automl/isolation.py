@@ -15,7 +15,8 @@ import resource
 import signal
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,31 @@ def die_with_parent(parent_pid: int | None = None) -> None:
         os._exit(1)
 
 
+_HELD = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while forking; any that came meanwhile arrive at the end.
+
+    A forked child starts with its parent's handlers and runs the at-fork hooks (logging's
+    lock release) before it can set its own: a Ctrl-C to the whole process group landing
+    then raises inside a hook, and Python prints an "Exception ignored ... Traceback".
+    The child inherits the held mask and calls :func:`release_signals` once its own
+    handlers are set (a signal it ignores is then discarded).
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def release_signals() -> None:
+    """In a child forked under :func:`signals_held`: take Ctrl-C and SIGTERM again."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+
+
 _CHANNEL: Any = None  # in a child: its end of the pipe to the parent
 
 
@@ -80,7 +106,9 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
                 parent_pid: int | None = None) -> None:
     global _CHANNEL
     _CHANNEL = conn
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    release_signals()
     die_with_parent(parent_pid)
     if mem_cap_mb:
         # A backstop beside the parent's RSS watch: address space = now + 2 x cap.
@@ -123,11 +151,12 @@ def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | 
     # The child starts out sharing this process's pages (counted in its RSS): the cap is on
     # what the trial adds to them.
     base = psutil.Process().memory_info().rss
-    proc.start()
-    send.close()
-    ps = psutil.Process(proc.pid)
     peak = 0.0
     try:
+        with signals_held():
+            proc.start()
+        send.close()
+        ps = psutil.Process(proc.pid)
         while True:
             if recv.poll(POLL_S):
                 try:
@@ -191,6 +220,8 @@ def _answer(conn: Any, on_message: Callable[[Any], Any] | None, message: Any) ->
 
 
 def _kill(proc: Any) -> None:
+    if proc.pid is None:  # never started (psutil.Process(None) would be this process)
+        return
     try:
         for child in psutil.Process(proc.pid).children(recursive=True):
             child.kill()

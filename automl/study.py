@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import psutil
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -17,7 +18,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 from optuna.pruners import BasePruner, HyperbandPruner
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.exceptions import ConfigError
@@ -47,7 +48,7 @@ def make_storage(url: str | None) -> Any:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S, heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                grace_period=GRACE_S, heartbeat_stale_trial_callback=rerun_stale_trial,
             )
     except Exception as exc:  # sqlalchemy raises many kinds
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -231,14 +232,15 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def fail_dead_trials(study: optuna.Study) -> int:
+def fail_dead_trials(study: optuna.Study) -> tuple[int, int]:
     """Fail RUNNING trials whose worker process on this host is gone; queue each once more.
 
-    Optuna's heartbeat does this after a grace period for any host; on the same host we
-    can tell at once that the process died, so a resumed run does not wait.
+    Optuna's heartbeat does this after a grace period for any host (see
+    :func:`rerun_stale_trial`); on the same host we can tell at once that the process
+    died, so a resumed run does not wait. Returns (trials failed, configurations queued).
     """
     host = socket.gethostname()
-    n = 0
+    n = queued = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = str(t.user_attrs.get("worker", ""))
         if ":" not in worker:
@@ -252,9 +254,9 @@ def fail_dead_trials(study: optuna.Study) -> int:
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process resuming the same study got there first
-        _retry_once(study, t)
+        queued += _retry_once(study, t)
         n += 1
-    return n
+    return n, queued
 
 
 def fail_own_running_trials(study: optuna.Study, reason: str) -> int:
@@ -279,25 +281,54 @@ def requeue_interrupted(study: optuna.Study) -> int:
     """Queue once more the configuration of every trial failed by an interruption."""
     retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
     retried |= {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    retried |= {t.user_attrs.get("requeue_of") for t in study.get_trials(deepcopy=False)}
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if t.user_attrs.get("interrupted") and t.number not in retried:
-            _retry_once(study, t)
-            n += 1
+            n += _retry_once(study, t)
     return n
 
 
-def _retry_once(study: optuna.Study, t: FrozenTrial) -> None:
-    if "retry_of" in t.user_attrs or not t.params:  # retried once only; nothing sampled yet
-        return
-    study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+def rerun_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's heartbeat callback: a trial whose worker stopped beating (any host) was
+    failed; queue its configuration once more, by the same rule as a dead local worker."""
+    _retry_once(study, trial)
+
+
+def configured(t: FrozenTrial) -> bool:
+    """Whether every parameter of the trial was sampled (the objective records the trial's
+    ``learner`` right after sampling); a process can die between two ``suggest`` calls."""
+    return "learner" in t.user_attrs
+
+
+def _retry_once(study: optuna.Study, t: FrozenTrial) -> bool:
+    """Queue a failed trial's configuration once more; True if something was queued.
+
+    A fully sampled configuration is retried as it was (``retry_of``). A trial that died
+    before its sampling finished ran nothing: a queued one (a default or portfolio
+    configuration) goes back into the queue whole (``requeue_of``); a sampled one is
+    dropped, the sampler draws anew. A retry or requeue is not repeated.
+    """
+    if "retry_of" in t.user_attrs or "requeue_of" in t.user_attrs:
+        return False
+    if configured(t) and t.params:
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        return True
+    fixed = t.system_attrs.get("fixed_params")
+    if fixed:
+        attrs = {"requeue_of": t.number}
+        if "queued" in t.user_attrs:
+            attrs["queued"] = t.user_attrs["queued"]
+        study.enqueue_trial(dict(fixed), user_attrs=attrs, skip_if_exists=False)
+        return True
+    return False
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process of this host runs (a zombie, dead but not yet reaped, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:  # access denied: it exists
         return True
-    return True

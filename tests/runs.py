@@ -153,3 +153,25 @@ def check_no_repeats(trials: list[FrozenTrial]) -> None:
     firsts = Counter(params_key(t) for t in trials if t.number not in retries and t.params)
     repeated = [k for k, c in firsts.items() if c > 1]
     assert not repeated, f"configurations run more than once: {repeated}"
+
+
+def check_dead_trials_rerun(numbers: list[int], after: list[FrozenTrial]) -> None:
+    """Each trial a dead or interrupted process left runs again once, as far as it had a
+    configuration: a fully sampled one is retried with the same parameters, a queued one
+    that died mid-sampling goes back into the queue whole, and one that died while the
+    sampler drew its parameters ran nothing and is not rerun."""
+    by_number = {t.number: t for t in after}
+    retried = {retry_of(t): t for t in after if retry_of(t) is not None}
+    requeued = {t.user_attrs["requeue_of"]: t for t in after if "requeue_of" in t.user_attrs}
+    for n in numbers:
+        t = by_number[n]
+        if "learner" in t.user_attrs:  # the objective had its whole configuration
+            assert n in retried and n not in requeued, f"trial {n} was not retried"
+            assert params_key(retried[n]) == params_key(t)
+            assert retried[n].state.is_finished()
+        elif t.system_attrs.get("fixed_params"):
+            assert n in requeued and n not in retried, f"queued trial {n} was not queued again"
+            fixed = t.system_attrs["fixed_params"]
+            assert {k: requeued[n].params.get(k) for k in fixed} == fixed
+        else:
+            assert n not in retried and n not in requeued, n

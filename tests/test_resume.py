@@ -17,11 +17,11 @@ from optuna.trial import TrialState
 
 from automl.persistence import load_model
 from tests.runs import (
+    check_dead_trials_rerun,
     check_no_repeats,
     load_trials,
     n_state,
     params_key,
-    retry_of,
     run_cli,
     start_cli,
     stderr_of,
@@ -70,13 +70,12 @@ def _check_resumed(before, after, out, data):
             assert params_key(kept) == params_key(t)
     assert all(t.state.is_finished() for t in after), [(t.number, t.state) for t in after]
     check_no_repeats(after)
-    retried = {retry_of(t): t for t in after if retry_of(t) is not None}
     for t in before:
         if t.state == TrialState.RUNNING or t.user_attrs.get("interrupted"):
             assert by_number[t.number].state == TrialState.FAIL
             assert by_number[t.number].user_attrs.get("fail_reason")
-            assert t.number in retried, f"trial {t.number} was not retried"
-            assert retried[t.number].state.is_finished()
+    check_dead_trials_rerun([t.number for t in before if t.state == TrialState.RUNNING
+                             or t.user_attrs.get("interrupted")], after)
     model = load_model(out)
     df = pd.read_csv(data)
     assert (model.predict(df.drop(columns="y")) == df["y"]).mean() > 0.6
@@ -111,7 +110,8 @@ def test_resume_after_sigkill(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
-    assert f"{len(running)} trial(s) of a dead process marked failed" in res.stderr
+    assert f"{len(running)} trial(s) of a dead process marked failed" in res.stderr, (
+        res.stderr, [(t.number, t.user_attrs, t.system_attrs) for t in running])
     after = load_trials(url)
     for t in running:
         assert "died" in {a.number: a for a in after}[t.number].user_attrs["fail_reason"]
@@ -199,22 +199,18 @@ def test_interrupt_at_any_moment_exits_cleanly(tmp_path, delay, sig, group):
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_two_resuming_processes_fail_a_dead_trial_once(tmp_path, monkeypatch):
     """Both see the dead worker's RUNNING trial; only the first fails and re-queues it."""
-    import subprocess
-    import sys
-
     import optuna
 
     from automl import study as study_mod
 
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
     study = optuna.create_study(storage=study_mod.make_storage(f"sqlite:///{tmp_path}/s.db"))
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    trial.set_user_attr("worker", f"{study_mod.socket.gethostname()}:{dead.pid}")
+    trial.set_user_attr("worker", f"{study_mod.socket.gethostname()}:{_dead_pid()}")
+    trial.set_user_attr("learner", "x")  # what the objective records once sampling is done
     stale = study.get_trials(states=(TrialState.RUNNING,))
-    assert study_mod.fail_dead_trials(study) == 1
+    assert study_mod.fail_dead_trials(study) == (1, 1)
     monkeypatch.setattr(study, "get_trials", lambda deepcopy=True, states=None: stale)
-    assert study_mod.fail_dead_trials(study) == 0  # the other process got there first
+    assert study_mod.fail_dead_trials(study) == (0, 0)  # the other process got there first
     monkeypatch.undo()
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.WAITING]
@@ -242,3 +238,63 @@ def test_a_trial_records_its_worker_as_soon_as_optuna_creates_it(tmp_path):
     other = study.ask()
     study._storage.set_trial_user_attr(other._trial_id, "worker", "elsewhere:1")
     assert study_mod.fail_own_running_trials(study, "x") == 0
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    return dead.pid
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_trial_killed_while_sampling_runs_again_only_as_far_as_it_was_configured(tmp_path):
+    """A process can die between two ``suggest`` calls: its trial holds part of a
+    configuration. A queued configuration goes back into the queue whole; a half-drawn
+    one is dropped (re-running it would mix old and new draws under one retry)."""
+    import optuna
+
+    from automl import study as study_mod
+
+    study = optuna.create_study(storage=study_mod.make_storage(f"sqlite:///{tmp_path}/s.db"),
+                                sampler=study_mod.make_sampler("random", 0))
+    dead = f"{study_mod.socket.gethostname()}:{_dead_pid()}"
+    study.enqueue_trial({"learner": "a", "a__x": 3}, user_attrs={"queued": "default"})
+    space = {"learner": optuna.distributions.CategoricalDistribution(["a", "b"]),
+             "a__x": optuna.distributions.IntDistribution(1, 9)}
+    for _ in range(3):  # queued / drawn / drawn and complete: each dies after its first suggest
+        trial = study.ask()
+        trial.suggest_categorical("learner", ["a", "b"])
+        trial.set_user_attr("worker", dead)
+    trial.suggest_int("a__x", 1, 9)
+    trial.set_user_attr("learner", trial.params["learner"])
+    assert study_mod.fail_dead_trials(study) == (3, 2)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs for t in waiting] == [{"requeue_of": 0, "queued": "default"},
+                                               {"retry_of": 2}]
+    assert waiting[0].system_attrs["fixed_params"] == {"learner": "a", "a__x": 3}
+    assert waiting[1].system_attrs["fixed_params"] == study.trials[2].params
+    again = [study.ask(space) for _ in range(2)]
+    assert again[0].params == {"learner": "a", "a__x": 3}
+    assert again[1].params == study.trials[2].params
+    for t in again:  # a requeue or retry that dies as well is not queued a third time
+        t.set_user_attr("worker", dead)
+    assert study_mod.fail_dead_trials(study) == (2, 0)
+
+
+def test_a_zombie_worker_counts_as_dead():
+    """A worker that died but is not reaped yet (its parent was killed) is a zombie:
+    signal 0 still reaches it, yet its trials must be failed on resume."""
+    import subprocess
+    import sys
+
+    from automl import study as study_mod
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    wait_until(lambda: study_mod.psutil.Process(child.pid).status() == "zombie", 10, "a zombie")
+    os.kill(child.pid, 0)  # still "exists"
+    assert not study_mod._alive(child.pid)
+    assert study_mod._alive(os.getpid())
+    child.wait()

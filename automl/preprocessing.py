@@ -7,7 +7,8 @@ Styles:
     ``tree``: numbers as they are (missing values stay missing), low-cardinality
     categoricals as ordinal codes, high-cardinality ones target-encoded, datetimes
     expanded, texts as TF-IDF reduced by SVD. Dense output.
-    ``linear``: numbers imputed (with missing indicators) and standardised,
+    ``linear``: numbers imputed and standardised, with 0/1 flags where values are often
+    missing,
     categoricals one-hot encoded (rare levels grouped), high-cardinality target-encoded,
     texts as sparse TF-IDF.
 """
@@ -105,6 +106,51 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         return np.asarray([f"text{i}" for i in range(self.n_out_)], dtype=object)
 
 
+class MissingFlags(TransformerMixin, BaseEstimator):
+    """0/1 columns saying where a value is missing, for columns missing often enough.
+
+    Unlike ``SimpleImputer(add_indicator=True)`` followed by scaling, a flag stays 0/1 (a
+    flag set in 1 of 275 rows would be scaled to 16 standard deviations and let a weakly
+    regularised model stake a near-certain prediction on one row), and a column gets a flag
+    only when at least ``min_count`` training rows miss it, as one-hot levels need a
+    minimum frequency. A row missing everything then falls back on the medians.
+
+    Example:
+        >>> MissingFlags(min_count=2).fit_transform(np.array([[1, np.nan], [np.nan, np.nan], [3, 4.]]))
+        array([[0.],
+               [1.],
+               [0.]])
+    """
+
+    def __init__(self, min_count: int = 5) -> None:
+        self.min_count = min_count
+
+    def fit(self, X: Any, y: Any = None) -> MissingFlags:
+        frame = pd.DataFrame(X)
+        self.n_features_in_ = frame.shape[1]
+        if hasattr(X, "columns"):
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.columns_ = np.flatnonzero(frame.isna().sum(axis=0).to_numpy() >= self.min_count)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        return pd.DataFrame(X).iloc[:, self.columns_].isna().to_numpy(dtype=np.float64)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        names = input_features if input_features is not None else getattr(
+            self, "feature_names_in_", [f"x{i}" for i in range(self.n_features_in_)])
+        return np.asarray([f"{names[i]}_missing" for i in self.columns_], dtype=object)
+
+
+def numeric_steps(numeric: list[str]) -> list[tuple[str, Any, Any]]:
+    """Numbers for models that need them complete: median-imputed and standardised, plus
+    0/1 flags where values are often missing (:class:`MissingFlags`)."""
+    if not numeric:
+        return []
+    return [("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            ("miss", MissingFlags(), numeric)]
+
+
 def _ordinal() -> OrdinalEncoder:
     return OrdinalEncoder(
         handle_unknown="use_encoded_value", unknown_value=np.nan, encoded_missing_value=np.nan,
@@ -153,10 +199,7 @@ def make_preprocessor(schema: FeatureSchema, style: Style, *, seed: int = 0,
             steps.append(("cat", _ordinal(), low))
         sparse_threshold = 0.0
     else:
-        scale = StandardScaler()
-        if numeric:
-            steps.append(("num", make_pipeline(
-                SimpleImputer(strategy="median", add_indicator=True), scale), numeric))
+        steps += numeric_steps(numeric)
         if dates:
             steps.append(("date", make_pipeline(
                 FunctionTransformer(datetime_features, feature_names_out=datetime_feature_names),

@@ -235,7 +235,7 @@ def test_estimator_state_is_plain_and_skops_safe(penguins):
     assert not any(type(v).__module__.startswith("torch") for v in state.values())
     blob = sio.dumps(est)
     untrusted = sio.get_untrusted_types(data=blob)
-    assert untrusted and all(t.startswith(("trainers.", "numpy.")) for t in untrusted), untrusted
+    assert untrusted and all(t.startswith(("trainers.", "automl.", "numpy.")) for t in untrusted), untrusted
     loaded = sio.loads(blob, trusted=untrusted)
     assert loaded[-1]._net is None  # rebuilt lazily on the first prediction
     _, va = penguins.splits.folds[0]

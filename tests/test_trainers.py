@@ -121,3 +121,25 @@ def test_catboost_gets_categories_as_integers_and_stops_at_the_deadline(mixed_fr
     assert model.model.tree_count_ <= 2  # stopped at once
     codes = model._frame(est.named_steps["preprocess"].transform(problem.X.iloc[va]))
     assert all(codes[j].dtype == np.int64 for j in model.cat_columns)
+
+
+def test_a_row_missing_every_measurement_gets_no_certain_prediction():
+    """The shipped penguins hold two rows with every measurement missing (an Adelie from
+    Torgersen, a Gentoo from Biscoe). Trained with the first, a weakly regularised model
+    must not stake a near-certain prediction on the second from missing-value flags that
+    one training row set: they fall back on the medians and the island."""
+    from tests.conftest import ROOT
+
+    frame = pd.read_csv(ROOT / "examples" / "penguins.csv")
+    measured = frame.columns[1:5]
+    empty = frame[measured].isna().all(axis=1)
+    assert empty.sum() == 2
+    train, row = frame.drop(index=frame.index[empty][1]), frame.loc[[frame.index[empty][1]]]
+    problem = _problem(train, "species")
+    trainer = get_trainer("logistic")
+    params = {**trainer.default(problem.info), "C": 1000.0}
+    data = FitData(problem.X, problem.y, None, None, problem.info, problem.metric)
+    est = trainer.fit(params, data, NullReporter())
+    proba = predict_scores(est, row.drop(columns="species"), problem.info.task, 3)[0]
+    gentoo = list(problem.classes).index("Gentoo")
+    assert proba[gentoo] > 0.01, dict(zip(problem.classes, proba.round(4)))

@@ -49,6 +49,7 @@ from automl.preprocessing import (
     _target_encoder,
     datetime_feature_names,
     datetime_features,
+    numeric_steps,
 )
 from automl.schema import FeatureSchema
 from search_spaces import mlp as mlp_space
@@ -92,9 +93,7 @@ def make_net_preprocessor(schema: FeatureSchema, *, seed: int = 0, n_rows: int =
     high = [c.name for c in cats if c.high_cardinality or c.n_unique > MAX_ORDINAL_LEVELS]
     low = [c.name for c in cats if c.name not in high]
     steps: list[tuple[str, Any, Any]] = []
-    if numeric:
-        steps.append(("num", make_pipeline(SimpleImputer(strategy="median", add_indicator=True),
-                                           StandardScaler()), numeric))
+    steps += numeric_steps(numeric)
     if dates:
         steps.append(("date", make_pipeline(
             FunctionTransformer(datetime_features, feature_names_out=datetime_feature_names),

@@ -117,7 +117,7 @@ class MissingFlags(TransformerMixin, BaseEstimator):
 
     Example:
         >>> MissingFlags(min_count=2).fit_transform(np.array([[1, np.nan], [np.nan, np.nan], [3, 4.]]))
-        array([[0.],
+        array([[1.],
                [1.],
                [0.]])
     """

@@ -279,9 +279,9 @@ def fail_own_running_trials(study: optuna.Study, reason: str) -> int:
 
 def requeue_interrupted(study: optuna.Study) -> int:
     """Queue once more the configuration of every trial failed by an interruption."""
-    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
-    retried |= {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
-    retried |= {t.user_attrs.get("requeue_of") for t in study.get_trials(deepcopy=False)}
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(k) for t in trials for k in ("retry_of", "requeue_of")}
+    retried |= {t.system_attrs.get("failed_trial") for t in trials}  # Optuna's heartbeat retries
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if t.user_attrs.get("interrupted") and t.number not in retried:

@@ -16,6 +16,7 @@ import pandas as pd
 import psutil
 from optuna.trial import FrozenTrial, TrialState
 
+from automl.study import configured
 from tests.conftest import AUTOML, ROOT
 
 
@@ -165,7 +166,7 @@ def check_dead_trials_rerun(numbers: list[int], after: list[FrozenTrial]) -> Non
     requeued = {t.user_attrs["requeue_of"]: t for t in after if "requeue_of" in t.user_attrs}
     for n in numbers:
         t = by_number[n]
-        if "learner" in t.user_attrs:  # the objective had its whole configuration
+        if configured(t):  # the objective had its whole configuration
             assert n in retried and n not in requeued, f"trial {n} was not retried"
             assert params_key(retried[n]) == params_key(t)
             assert retried[n].state.is_finished()

@@ -2,7 +2,9 @@
 
 ``predict`` matches input columns by name: order does not matter, extra columns are
 ignored with a warning, missing ones are a clear error, and each column is coerced to
-the kind it had in training (so changed dtypes and unseen categories are handled).
+the kind it had in training (so changed dtypes and unseen categories are handled); values
+that cannot be read are counted, warned about, and refused above
+:data:`automl.schema.MAX_UNREADABLE` of a column.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class AutoMLModel:
         if extra:
             log.warning("ignoring %d column(s) the model was not trained on: %s", len(extra),
                         ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""))
-        return clean_frame(X, self.schema)
+        return clean_frame(X, self.schema, check=True)
 
     def predict_scores(self, X: pd.DataFrame) -> np.ndarray:
         """Probabilities ``(n, n_classes)`` (classification) or values ``(n,)`` (regression)."""

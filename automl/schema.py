@@ -7,6 +7,7 @@ back to what the model was trained on.
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Iterable
@@ -16,12 +17,20 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from automl import numbers
+from automl.exceptions import DataError
+
+log = logging.getLogger("automl")
+
 Kind = Literal[
     "numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant", "empty"
 ]
 USED_KINDS = ("numeric", "categorical", "boolean", "datetime", "text")
 HIGH_CARDINALITY = 50
 HUGE = 1e30  # numbers beyond are clipped: their squares overflow scaling and float32 learners
+NUMERIC_SHARE = 0.95  # a text column is numeric when this share of its values reads as numbers
+MOSTLY_NUMBERS = 0.5  # from this share up to NUMERIC_SHARE: categorical, with a notice
+MAX_UNREADABLE = 0.10  # predict refuses a column with a larger share of unreadable values
 
 _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
 _FALSE = {"false", "f", "no", "n", "0", "0.0"}
@@ -37,6 +46,7 @@ class ColumnInfo:
     missing_fraction: float
     high_cardinality: bool = False
     note: str = ""
+    number_format: str = numbers.PLAIN  # how a numeric column written as text reads (numbers.py)
 
 
 @dataclass
@@ -87,13 +97,18 @@ def _bool_like(values: Iterable[str]) -> bool:
     )
 
 
+def _sample(text: pd.Series, k: int = 5000) -> pd.Series:
+    """At most ``k`` values, for statistics that need not read every row."""
+    return text.sample(k, random_state=0) if len(text) > k else text
+
+
 def _looks_datetime(text: pd.Series) -> bool:
-    sample = text.sample(min(len(text), 500), random_state=0) if len(text) > 500 else text
+    sample = _sample(text, 500)
     if not sample.str.contains(r"\d[-/:.]\d|\d{4}[-/]", regex=True).mean() > 0.9:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+        parsed = pd.to_datetime(sample, errors="coerce", format="mixed", utc=True)
     return bool(parsed.notna().mean() > 0.9)
 
 
@@ -142,18 +157,25 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
     if n_unique == 2 and _bool_like(text.unique()):
         info.kind = "boolean"
         return info
-    numeric = pd.to_numeric(text, errors="coerce")
-    parsed = float(numeric.notna().mean())
+    number_format, parsed, guessed = numbers.detect(text)
     leading_zero = bool(text.str.match(r"^0\d+$").any())
-    if parsed >= 0.95 and not leading_zero:
-        info.kind = "numeric"
-        if parsed < 1:
-            info.note = f"mixed types: {int(numeric.isna().sum())} non-numeric values read as missing"
+    if parsed >= NUMERIC_SHARE and not leading_zero:
+        info.kind, info.number_format = "numeric", number_format
+        words = text[numbers.parse(text, number_format).isna().to_numpy()]
+        notes = [f"mixed types: {len(words)} non-numeric values read as missing (e.g. "
+                 f"{_examples(words)})"] if len(words) else []
+        if guessed:
+            notes.append("values like '12,345' read with the comma as thousands separator (12345); "
+                         "if it is a decimal comma, write at least one value with another number of decimals")
+        info.note = "; ".join(notes)
         return info
     if _looks_datetime(text):
         info.kind = "datetime"
         return info
-    tokens = text.str.split().str.len().mean()
+    if parsed >= MOSTLY_NUMBERS and not leading_zero:
+        info.number_format = number_format
+        return _mostly_numbers(info, text, parsed)
+    tokens = _sample(text).str.split().str.len().mean()
     if tokens >= 4 and unique_ratio > 0.3:
         info.kind = "text"
         return info
@@ -166,6 +188,20 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
     return info
 
 
+def _mostly_numbers(info: ColumnInfo, text: pd.Series, share: float) -> ColumnInfo:
+    """A column of numbers with some words: categorical (the words may mean something)."""
+    words = text[numbers.parse(text, info.number_format).isna().to_numpy()]
+    info.number_format = numbers.PLAIN
+    info.kind, info.high_cardinality = "categorical", info.n_unique > HIGH_CARDINALITY
+    info.note = (f"{share:.0%} of its values are numbers but {len(words)} are not (e.g. {_examples(words)}): "
+                 "treated as categorical; make every value a number (or empty) to use it as numeric")
+    return info
+
+
+def _examples(values: pd.Series, k: int = 3) -> str:
+    return ", ".join(repr(str(v)[:40]) for v in pd.unique(values.to_numpy())[:k])
+
+
 def infer_schema(X: pd.DataFrame) -> FeatureSchema:
     """Infer the kind of every column of ``X``.
 
@@ -174,7 +210,13 @@ def infer_schema(X: pd.DataFrame) -> FeatureSchema:
         >>> infer_schema(pd.DataFrame({"a": [1.5, 2.5, 3.5], "b": ["x", "y", "x"]})).summary()
         {'numeric': 1, 'categorical': 1}
     """
-    return FeatureSchema([infer_column(str(c), X[c]) for c in X.columns])
+    schema = FeatureSchema([infer_column(str(c), X[c]) for c in X.columns])
+    for fmt in (numbers.COMMA_DECIMAL, numbers.COMMA_THOUSANDS):
+        names = [c.name for c in schema.columns if c.kind == "numeric" and c.number_format == fmt]
+        if names:
+            log.warning("read numbers written as %s in %d column(s): %s", numbers.describe(fmt),
+                        len(names), ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""))
+    return schema
 
 
 def _to_bool(s: pd.Series) -> pd.Series:
@@ -187,28 +229,92 @@ def _to_bool(s: pd.Series) -> pd.Series:
     return out
 
 
-def clean_frame(X: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
+def clean_frame(X: pd.DataFrame, schema: FeatureSchema, *, check: bool = False) -> pd.DataFrame:
     """Return the used columns of ``X`` coerced to the kinds in ``schema``.
 
-    Numbers become float (``inf`` becomes missing), booleans 0/1, datetimes
-    ``datetime64``, categoricals and texts strings (missing stays missing).
+    Numbers become float (read in the column's number format; ``inf`` becomes missing),
+    booleans 0/1, datetimes ``datetime64`` in UTC, categoricals and texts strings (missing
+    stays missing). With ``check`` (at predict time), values of a numeric, boolean or
+    datetime column that cannot be read are counted: a warning gives the count, and more
+    than :data:`MAX_UNREADABLE` of a column's values is a :class:`DataError`.
     """
-    out: dict[str, pd.Series] = {}
+    numbers_as_numbers = [c.name for c in schema.columns if c.kind == "numeric"
+                          and pd.api.types.is_numeric_dtype(X.dtypes[c.name])]
+    block = X[numbers_as_numbers].to_numpy(dtype=float, na_value=np.nan)  # at once: wide frames
+    block = np.where(np.isfinite(block), np.clip(block, -HUGE, HUGE), np.nan)
+    out: dict[str, pd.Series] = dict(pd.DataFrame(block, index=X.index, columns=numbers_as_numbers).items())
+    unreadable: list[tuple[ColumnInfo, pd.Series, int]] = []
     for col in schema.columns:
-        if col.kind not in USED_KINDS:
+        if col.kind not in USED_KINDS or col.name in out:
             continue
         s = X[col.name]
         if col.kind == "numeric":
-            v = pd.to_numeric(s, errors="coerce").astype(float)
-            out[col.name] = v.where(np.isfinite(v)).clip(-HUGE, HUGE)
+            v = _to_number(s, col)
+            a = v.to_numpy(dtype=float)  # numpy, not pandas: wide frames pay per operation
+            out[col.name] = pd.Series(np.where(np.isfinite(a), np.clip(a, -HUGE, HUGE), np.nan),
+                                      index=X.index, name=col.name)
         elif col.kind == "boolean":
-            out[col.name] = _to_bool(s)
+            v = out[col.name] = _to_bool(s)
         elif col.kind == "datetime":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                dt = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
-            out[col.name] = dt.dt.tz_localize(None)
+            v = out[col.name] = _to_datetime(s)
         else:
             str_s = s.astype("string").str.strip()
             out[col.name] = str_s.astype(object).where(str_s.notna(), np.nan)
-    return pd.DataFrame(out, index=X.index)
+            continue
+        if check:
+            present = _present(s)
+            bad = present & v.isna().to_numpy()
+            if bad.any():
+                unreadable.append((col, s[bad], int(present.sum())))
+    if unreadable:
+        _report_unreadable(unreadable)
+    return pd.DataFrame({name: out[name] for name in schema.used}, index=X.index)
+
+
+def _present(s: pd.Series) -> np.ndarray:
+    """Values that are there (not missing, not blank)."""
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_datetime64_any_dtype(s):
+        return s.notna().to_numpy()
+    text = s.astype("string").str.strip()
+    return (text.notna() & (text != "")).fillna(False).to_numpy(dtype=bool)
+
+
+def _to_number(s: pd.Series, col: ColumnInfo) -> pd.Series:
+    """Floats from numbers or text; text in another clear format (decimal commas) is read too."""
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return pd.Series(s.to_numpy(dtype=float, na_value=np.nan), index=s.index)
+    text = s.astype("string").str.strip()
+    values = numbers.parse(text, col.number_format)
+    failed = (values.isna() & text.notna() & (text != "")).fillna(False).to_numpy(dtype=bool)
+    if failed.any():
+        other, share, _ = numbers.detect(text[failed])
+        if other != col.number_format and share > 0:
+            again = numbers.parse(text[failed], other)
+            values[failed] = again.to_numpy()
+            log.warning("column '%s': %d value(s) written as %s read as numbers", col.name,
+                        int(again.notna().sum()), numbers.describe(other))
+    return values
+
+
+def _to_datetime(s: pd.Series) -> pd.Series:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dt = pd.to_datetime(s, errors="coerce", format="mixed", utc=True)
+    return dt.dt.tz_localize(None)
+
+
+def _report_unreadable(found: list[tuple[ColumnInfo, pd.Series, int]]) -> None:
+    """Warn about unreadable values per column; refuse when a column has too many."""
+    for col, bad, n in found:
+        if len(bad) > MAX_UNREADABLE * n:
+            more = f" (and {len(found) - 1} more column(s) with such values)" if len(found) > 1 else ""
+            raise DataError(
+                f"column '{col.name}' should hold {_WHAT[col.kind]} but {len(bad)} of {n} values are "
+                f"not (e.g. {_examples(bad)}), more than {MAX_UNREADABLE:.0%}{more}; fix those values "
+                "or leave them empty to mark them missing.")
+    for col, bad, n in found:
+        log.warning("column '%s': %d of %d values are not %s (e.g. %s); read as missing",
+                    col.name, len(bad), n, _WHAT[col.kind], _examples(bad))
+
+
+_WHAT = {"numeric": "numbers", "boolean": "true/false values", "datetime": "dates"}

@@ -1,0 +1,95 @@
+"""Numbers written as text: decimal commas and thousands separators.
+
+A column's *number format* is decided once, from its training values, and stored in the
+feature schema, so ``predict`` reads a column the way ``fit`` did:
+
+- ``""`` (plain): what :func:`pandas.to_numeric` reads (``1234.5``, ``-1e-3``, ``inf``);
+- ``"1,234.5"``: a comma (or space, or apostrophe) between groups of three digits, a point
+  before the decimals;
+- ``"1.234,5"``: a point (or space, or apostrophe) between groups of three digits, a comma
+  before the decimals (a ``;``-separated file from a spreadsheet set to German or French).
+
+``12,345`` fits both of the last two; a column whose every value is like that is read
+with the comma as thousands separator (12345), and the notice says so.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+PLAIN = ""
+COMMA_THOUSANDS = "1,234.5"
+COMMA_DECIMAL = "1.234,5"
+FORMATS = (PLAIN, COMMA_THOUSANDS, COMMA_DECIMAL)
+DETECT_SAMPLE = 5000  # values looked at to choose a column's format
+
+_GAP = "' \u00a0\u202f"  # apostrophe, space, no-break spaces: thousands separators in both
+# a grouped integer part starts with 1-9 ("0,126" is a decimal, never 126)
+_PATTERNS = {
+    COMMA_THOUSANDS: re.compile(rf"[+-]?(?:[1-9]\d{{0,2}}(?:[,{_GAP}]\d{{3}})+|\d+)(?:\.\d+)?"),
+    COMMA_DECIMAL: re.compile(rf"[+-]?(?:[1-9]\d{{0,2}}(?:[.{_GAP}]\d{{3}})+|\d+)(?:,\d+)?"),
+}
+_SEPARATORS = {COMMA_THOUSANDS: f"[,{_GAP}]", COMMA_DECIMAL: f"[.{_GAP}]"}
+
+
+def parse(text: pd.Series, number_format: str) -> pd.Series:
+    """Read text as float in ``number_format``; what does not fit becomes NaN.
+
+    Example:
+        >>> parse(pd.Series(["1.234,5", "-0,25", "abc"]), COMMA_DECIMAL).tolist()
+        [1234.5, -0.25, nan]
+    """
+    if number_format == PLAIN:
+        return pd.to_numeric(text, errors="coerce").astype(float)
+    if number_format not in _PATTERNS:
+        raise ValueError(f"unknown number format {number_format!r}; expected one of {FORMATS}")
+    s = text.astype("string").str.strip()
+    fits = s.str.fullmatch(_PATTERNS[number_format]).fillna(False).to_numpy(dtype=bool)
+    digits = s.str.replace(_SEPARATORS[number_format], "", regex=True)
+    if number_format == COMMA_DECIMAL:
+        digits = digits.str.replace(",", ".", regex=False)
+    values = pd.to_numeric(digits.where(fits), errors="coerce").astype(float)
+    return pd.Series(values.to_numpy(), index=text.index, dtype=float)
+
+
+def detect(text: pd.Series) -> tuple[str, float, bool]:
+    """Choose the format that reads most of ``text`` (non-missing strings).
+
+    Returns the format, the fraction of the (sampled) values it reads, and whether the
+    choice was a guess between thousands separator and decimal comma (``12,345``).
+
+    Example:
+        >>> detect(pd.Series(["1,5", "2,25", "1.000,5"]))
+        ('1.234,5', 1.0, False)
+    """
+    if len(text) == 0:
+        return PLAIN, 0.0, False
+    sample = text.sample(DETECT_SAMPLE, random_state=0) if len(text) > DETECT_SAMPLE else text
+    rates = {PLAIN: float(parse(sample, PLAIN).notna().mean())}
+    if rates[PLAIN] == 1.0:
+        return PLAIN, 1.0, False
+    separated = sample.astype("string").str.contains(r"\d[,.'\s\u00a0\u202f]\d", regex=True).fillna(False)
+    if not bool(separated.any()):
+        return PLAIN, rates[PLAIN], False
+    fits = {f: sample.astype("string").str.fullmatch(_PATTERNS[f]).fillna(False).to_numpy(dtype=bool)
+            for f in (COMMA_THOUSANDS, COMMA_DECIMAL)}
+    for f, ok in fits.items():
+        rates[f] = float(ok.mean())
+    best = max(FORMATS, key=lambda f: (rates[f], f == COMMA_THOUSANDS))
+    if best == PLAIN or rates[best] <= rates[PLAIN]:
+        return PLAIN, rates[PLAIN], False
+    guessed = bool(np.array_equal(fits[COMMA_THOUSANDS], fits[COMMA_DECIMAL])) and bool(
+        sample.astype("string").str.contains(",", regex=False).fillna(False).any())
+    return best, rates[best], guessed
+
+
+def describe(number_format: str) -> str:
+    """How a format reads, for notices: ``'1.234,5' (decimal comma)``."""
+    if number_format == COMMA_DECIMAL:
+        return "'1.234,5' (decimal comma)"
+    if number_format == COMMA_THOUSANDS:
+        return "'1,234.5' (thousands separators)"
+    return "'1234.5'"

@@ -1,127 +1,28 @@
-"""Reading tables and preparing the target: file sniffing, task inference, checks.
+"""Preparing the target: task inference, label cleaning, checks.
 
 Hopeless input fails here, before any search, with a one-line :class:`DataError`.
+Reading files lives in :mod:`automl.reading` (``read_table`` is re-exported here).
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import difflib
-import io
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from automl.contracts import Task
 from automl.exceptions import ConfigError, DataError
+from automl.reading import NA_VALUES, read_table
+
+__all__ = ["NA_VALUES", "MAX_CLASSES", "Target", "infer_task", "prepare_target", "read_table",
+           "suggest_names"]
 
 log = logging.getLogger("automl")
 
-NA_VALUES = ["", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "?", "#N/A"]
-PARQUET_SUFFIXES = {".parquet", ".pq"}
 MAX_CLASSES = 200
-
-
-def _sniff_encoding(head: bytes) -> str:
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    try:
-        head.decode("utf-8")
-        return "utf-8"
-    except UnicodeDecodeError as exc:
-        if exc.start > len(head) - 4:  # a multi-byte character cut by the sample's end
-            return "utf-8"
-        return "cp1252" if _decodes(head, "cp1252") else "latin-1"
-
-
-def _decodes(data: bytes, encoding: str) -> bool:
-    try:
-        data.decode(encoding)
-        return True
-    except UnicodeDecodeError:
-        return False
-
-
-def _sniff_delimiter(sample: str) -> str:
-    lines = [ln for ln in sample.splitlines()[:50] if ln.strip()]
-    if not lines:
-        return ","
-    try:
-        return csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter
-    except csv.Error:
-        counts = {d: lines[0].count(d) for d in ",;\t|"}
-        best = max(counts, key=lambda d: counts[d])
-        return best if counts[best] else ","
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (delimiter and encoding sniffed) or Parquet file into a frame.
-
-    Raises:
-        DataError: the file is missing, a directory, empty, header-only or unreadable.
-
-    Example:
-        >>> df = read_table("examples/penguins.csv")  # doctest: +SKIP
-    """
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"file not found: '{p}'; check the path (relative paths start at {Path.cwd()}).")
-    if p.is_dir():
-        raise DataError(f"'{p}' is a directory, not a file; give the path of a CSV or Parquet file.")
-    if p.stat().st_size == 0:
-        raise DataError(f"'{p}' is empty (0 bytes); give a CSV file with a header row and data rows.")
-    if p.suffix.lower() in PARQUET_SUFFIXES:
-        try:
-            df = pd.read_parquet(p)
-        except Exception as exc:  # pyarrow raises many types
-            raise DataError(f"cannot read Parquet file '{p}': {exc}") from None
-    else:
-        df = _read_csv(p)
-    if df.shape[1] == 0:
-        raise DataError(f"'{p}' has no columns; give a CSV file with a header row.")
-    if len(df) == 0:
-        raise DataError(f"'{p}' has a header but no data rows; add rows below the header.")
-    df.columns = [str(c) for c in df.columns]
-    return df
-
-
-def _read_csv(p: Path) -> pd.DataFrame:
-    with p.open("rb") as fh:
-        head = fh.read(1 << 16)
-    encoding = _sniff_encoding(head)
-    if b"\x00" in head and encoding != "utf-16":
-        hint = " (a spreadsheet? save it as CSV)" if p.suffix.lower() in (".xlsx", ".xls", ".ods") else ""
-        raise DataError(f"'{p}' is not a text file{hint}; give a CSV or Parquet file.")
-    sample = head.decode(encoding, errors="replace")
-    sep = _sniff_delimiter(sample)
-    try:
-        header = next(csv.reader(io.StringIO(sample), delimiter=sep), [])
-    except csv.Error as exc:
-        raise DataError(f"cannot parse '{p}' as CSV (delimiter {sep!r}, {encoding}): {exc}") from None
-    header = [h.strip() for h in header]
-    try:
-        df = pd.read_csv(
-            p, sep=sep, encoding=encoding, na_values=NA_VALUES, keep_default_na=False,
-            low_memory=False, skipinitialspace=True,
-        )
-    except UnicodeDecodeError:
-        df = pd.read_csv(p, sep=sep, encoding="latin-1", na_values=NA_VALUES,
-                         keep_default_na=False, low_memory=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot parse '{p}' as CSV (delimiter {sep!r}, {encoding}): {msg}") from None
-    dupes = sorted({h for h in header if header.count(h) > 1 and h})
-    if dupes:
-        log.warning("duplicate column names %s: later copies were renamed (e.g. '%s.1')",
-                    dupes, dupes[0])
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
 
 
 def suggest_names(name: str, choices: list[str]) -> str:
@@ -171,14 +72,14 @@ def infer_task(y: pd.Series) -> Task:
 
 
 def prepare_target(df: pd.DataFrame, target: str, task: str | Task = "auto") -> tuple[pd.DataFrame, Target]:
-    """Split ``df`` into features and an encoded target; drop rows whose target is missing."""
-    if target not in df.columns:
-        raise DataError(f"target column '{target}' not found; {suggest_names(target, list(df.columns))}")
-    y_raw = df[target]
-    if y_raw.dtype == object:
-        y_raw = y_raw.astype("string").str.strip().astype(object).where(y_raw.notna(), np.nan)
-    if pd.api.types.is_float_dtype(y_raw):
-        y_raw = y_raw.where(np.isfinite(y_raw.to_numpy(dtype=float)))
+    """Split ``df`` into features and an encoded target.
+
+    Rows whose target is missing are dropped; text labels are trimmed; in multiclass
+    problems, rows of classes with a single row are dropped (with a warning); a column
+    that is a copy of the target is an error.
+    """
+    target = _target_name(df, target)
+    y_raw = _clean_labels(df[target])
     missing = y_raw.isna().to_numpy()
     if missing.all():
         raise DataError(f"target column '{target}' has no values (all {len(df)} rows are missing); "
@@ -196,34 +97,10 @@ def prepare_target(df: pd.DataFrame, target: str, task: str | Task = "auto") -> 
     if len(y_raw) < 2:
         raise DataError(f"only {len(y_raw)} row has a value of the target '{target}'; at least 2 rows "
                         "are needed (many more for a useful model); add rows.")
+    _refuse_copies(X, y_raw, target)
     resolved = infer_task(y_raw) if str(task) in ("auto", "None") else Task(str(task))
-    n_unique = y_raw.nunique()
     if resolved.is_classification:
-        if n_unique < 2:
-            raise DataError(f"target '{target}' has a single class ({_show(y_raw.iloc[0])}); "
-                            "classification needs at least two classes.")
-        if resolved is Task.BINARY and n_unique > 2:
-            raise ConfigError(f"--task binary but target '{target}' has {n_unique} classes; "
-                              "use --task multiclass or auto.")
-        if n_unique > MAX_CLASSES:
-            raise DataError(f"target '{target}' has {n_unique} classes (more than {MAX_CLASSES}); "
-                            "use --task regression if it is a number.")
-        if resolved is Task.MULTICLASS and n_unique == 2:
-            resolved = Task.BINARY
-        classes = sorted(y_raw.unique(), key=lambda v: (str(type(v)), v))
-        index = {c: i for i, c in enumerate(classes)}
-        y = y_raw.map(index).to_numpy(dtype=np.int64)
-        counts = np.bincount(y, minlength=len(classes))
-        singles = [str(classes[i]) for i in np.flatnonzero(counts < 2)]
-        if singles and resolved is Task.BINARY:
-            raise DataError(f"target '{target}' has a class with a single row ({_show(singles[0])}, 1 of "
-                            f"{len(y)} rows); a binary model needs at least 2 rows of each class to "
-                            "train and validate; add rows of that class or check the target.")
-        if singles:
-            log.warning("classes with a single row: %s; they cannot be validated and are rarely "
-                        "predicted — add rows or merge them", ", ".join(singles[:10]))
-        classes = [c.item() if hasattr(c, "item") else c for c in classes]
-        return X, Target(y, resolved, classes, int(missing.sum()))
+        return _classification(X, y_raw, target, resolved, int(missing.sum()))
     y_num = pd.to_numeric(y_raw, errors="coerce")
     bad = y_num.isna().to_numpy()
     if bad.all():
@@ -234,3 +111,90 @@ def prepare_target(df: pd.DataFrame, target: str, task: str | Task = "auto") -> 
         X = X.loc[~bad].reset_index(drop=True)
         y_num = y_num[~bad]
     return X, Target(y_num.to_numpy(dtype=float), resolved, None, int(missing.sum() + bad.sum()))
+
+
+def _target_name(df: pd.DataFrame, target: str) -> str:
+    """The target's column: exactly as given, or equal after trimming spaces."""
+    if target in df.columns:
+        return target
+    trimmed = [c for c in df.columns if str(c).strip() == str(target).strip()]
+    if len(trimmed) == 1:
+        return str(trimmed[0])
+    raise DataError(f"target column '{target}' not found; {suggest_names(target, list(df.columns))}")
+
+
+def _clean_labels(y: pd.Series) -> pd.Series:
+    """Trim text labels (any string dtype: object, ``str``, ``string``); blank ones are missing;
+    infinite numbers are missing."""
+    if pd.api.types.is_float_dtype(y):
+        return y.where(np.isfinite(y.to_numpy(dtype=float)))
+    if pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y) or \
+            isinstance(y.dtype, pd.CategoricalDtype) or pd.api.types.is_datetime64_any_dtype(y):
+        return y
+    if y.dtype == object and pd.api.types.infer_dtype(y, skipna=True) != "string":
+        return y  # mixed objects: left as they are
+    text = y.astype("string").str.strip()
+    return text.astype(object).where(text.notna() & (text != ""), np.nan)
+
+
+def _refuse_copies(X: pd.DataFrame, y: pd.Series, target: str) -> None:
+    """A feature equal to the target in every row (under any name) is an error."""
+    head = min(len(y), 20)
+    numeric = [c for c, dtype in X.dtypes.items() if pd.api.types.is_numeric_dtype(dtype)]
+    y_num = pd.to_numeric(y.iloc[:head], errors="coerce").to_numpy(dtype=float)
+    numeric_set = set(numeric)
+    candidates = [c for c in X.columns if c not in numeric_set]
+    if numeric and not np.isnan(y_num).any():  # numbers: all columns at once, on the first rows
+        first = X[numeric].iloc[:head].to_numpy(dtype=float)
+        candidates += [c for c, same in zip(numeric, (first == y_num[:, None]).all(axis=0)) if same]
+    for col in candidates:
+        if _same_values(X[col].iloc[:head], y.iloc[:head]) and _same_values(X[col], y):
+            raise DataError(f"column '{col}' is a copy of the target '{target}' (the same value in every "
+                            f"row): a model would read the answer from it; drop it (--ignore-columns "
+                            f"'{col}') or choose the right --target.")
+
+
+def _same_values(a: pd.Series, b: pd.Series) -> bool:
+    if a.isna().any():
+        return False
+    na, nb = pd.to_numeric(a, errors="coerce"), pd.to_numeric(b, errors="coerce")
+    if na.notna().all() and nb.notna().all():
+        return bool(np.array_equal(na.to_numpy(dtype=float), nb.to_numpy(dtype=float)))
+    sa = a.astype(str).str.strip().to_numpy()
+    return bool(np.array_equal(sa, b.astype(str).str.strip().to_numpy()))
+
+
+def _classification(X: pd.DataFrame, y_raw: pd.Series, target: str, task: Task,
+                    n_missing: int) -> tuple[pd.DataFrame, Target]:
+    counts = y_raw.value_counts()
+    if len(counts) < 2:
+        raise DataError(f"target '{target}' has a single class ({_show(y_raw.iloc[0])}); "
+                        "classification needs at least two classes.")
+    if task is Task.BINARY and len(counts) > 2:
+        raise ConfigError(f"--task binary but target '{target}' has {len(counts)} classes; "
+                          "use --task multiclass or auto.")
+    if len(counts) > MAX_CLASSES:
+        raise DataError(f"target '{target}' has {len(counts)} classes (more than {MAX_CLASSES}); "
+                        "use --task regression if it is a number.")
+    singles = counts.index[counts.to_numpy() < 2].tolist()
+    if singles and len(counts) == 2:
+        raise DataError(f"target '{target}' has a class with a single row ({_show(singles[0])}, 1 of "
+                        f"{len(y_raw)} rows); a binary model needs at least 2 rows of each class to "
+                        "train and validate; add rows of that class or check the target.")
+    if singles:
+        if len(counts) - len(singles) < 2:
+            raise DataError(f"target '{target}' has only one class with more than one row; every other "
+                            f"class has a single row ({', '.join(map(str, singles[:5]))}); add rows.")
+        keep = ~y_raw.isin(singles).to_numpy()
+        log.warning("dropped %d row(s) of class(es) with a single row: %s; a class needs at least 2 "
+                    "rows to be learned and validated (add rows to keep it)", len(singles),
+                    ", ".join(str(s) for s in singles[:10]) + (" ..." if len(singles) > 10 else ""))
+        X, y_raw = X.loc[keep].reset_index(drop=True), y_raw[keep].reset_index(drop=True)
+        n_missing += len(singles)
+    if task is Task.MULTICLASS and y_raw.nunique() == 2:
+        task = Task.BINARY
+    classes = sorted(y_raw.unique(), key=lambda v: (str(type(v)), v))
+    index = {c: i for i, c in enumerate(classes)}
+    y = y_raw.map(index).to_numpy(dtype=np.int64)
+    classes = [c.item() if hasattr(c, "item") else c for c in classes]
+    return X, Target(y, task, classes, n_missing)

@@ -35,6 +35,7 @@ from automl.isolation import (
     run_isolated,
     signals_held,
 )
+from automl.leaks import warn_leaks
 from automl.metrics import get_metric
 from automl.model import AutoMLModel
 from automl.registry import get_trainer, resolve_learners
@@ -78,7 +79,7 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
                         f"({', '.join(c.name + '=' + c.kind for c in schema.columns[:10])}); "
                         "add informative columns.")
     X = clean_frame(X_raw, schema)
-    _warn_leaks(X, target)
+    warn_leaks(X, target)
     metric = get_metric(config.metric, target.task)
     splits = make_splits(target.y, target.task, seed=config.seed, cv=config.cv)
     counts = tuple(int(c) for c in np.bincount(target.y)) if target.task.is_classification else ()
@@ -95,27 +96,6 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
                  X.shape[1], len(X))
     return Problem(X=X, y=target.y, info=info, metric=metric, splits=splits, learners=learners,
                    classes=target.classes)
-
-
-def _warn_leaks(X: pd.DataFrame, target: Target) -> None:
-    """Warn about a column that alone determines the target (known only after the outcome?)."""
-    y = pd.Series(target.y)
-    for col in X.columns:
-        s = X[col]
-        if s.isna().mean() > 0.5:
-            continue
-        if target.task.is_classification:
-            if s.nunique() <= 1 or s.nunique() > max(50, len(s) // 2):
-                continue
-            purity = pd.crosstab(s.astype(str), y).max(axis=1).sum() / len(s)
-            if purity >= 0.999 and s.nunique() <= 2 * len(target.classes or []):
-                log.warning("column '%s' alone predicts the target almost perfectly: it may leak the "
-                            "answer; drop it (--ignore-columns) if it is only known afterwards", col)
-        elif pd.api.types.is_numeric_dtype(s) and s.nunique() > 2:
-            corr = np.corrcoef(np.nan_to_num(s.to_numpy(dtype=float)), target.y)[0, 1]
-            if np.isfinite(corr) and abs(corr) > 0.999:
-                log.warning("column '%s' is almost identical to the target (correlation %.4f): it may "
-                            "leak the answer; drop it if it is only known afterwards", col, corr)
 
 
 def open_study(config: SearchConfig, problem: Problem, storage_url: str | None,

@@ -97,3 +97,40 @@ def test_mixed_types_inf_and_leading_zero_codes():
     assert schema.get("code").kind == "categorical"
     clean = clean_frame(df, schema)
     assert clean["big"].isna().sum() == 2 and np.isnan(clean["num"][2])
+
+
+def _leak_target(task: str, y) -> "object":
+    from automl.data import Target
+
+    classes = sorted(set(y)) if task != "regression" else None
+    return Target(np.asarray(y), Task(task), classes, 0)
+
+
+def test_leak_check_finds_the_leak_among_many_columns(caplog):
+    from automl.leaks import warn_leaks
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.integers(0, 5, size=(50, 2000)).astype(float),
+                     columns=[f"c{i}" for i in range(2000)])
+    y = rng.integers(0, 2, 50)
+    X["c1234"] = np.where(y == 1, 7.0, 3.0)
+    X["code"] = np.where(y == 1, "Y", "N")
+    X.loc[0, "code"] = np.nan
+    warn_leaks(X, _leak_target("binary", y))
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("'c1234' alone predicts" in m for m in warned)
+    assert any("'code' alone predicts" in m for m in warned)
+    assert len(warned) == 2, warned
+
+
+def test_leak_check_samples_large_tables_and_checks_regression(caplog):
+    from automl.leaks import LEAK_SAMPLE_ROWS, warn_leaks
+
+    rng = np.random.default_rng(1)
+    n = LEAK_SAMPLE_ROWS * 3
+    y = rng.normal(size=n)
+    X = pd.DataFrame({"noise": rng.normal(size=n), "y_later": y * 2 + 1, "few": rng.integers(0, 2, n)})
+    X.loc[::7, "y_later"] = np.nan  # missing values do not hide it
+    warn_leaks(X, _leak_target("regression", y))
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "'y_later' is almost identical to the target" in warned[0], warned

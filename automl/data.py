@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from automl import numbers
 from automl.contracts import Task
 from automl.exceptions import ConfigError, DataError
 from automl.reading import NA_VALUES, read_table
@@ -128,6 +129,13 @@ def _clean_labels(y: pd.Series) -> pd.Series:
     infinite numbers are missing."""
     if pd.api.types.is_float_dtype(y):
         return y.where(np.isfinite(y.to_numpy(dtype=float)))
+    if pd.api.types.is_string_dtype(y) or y.dtype == object:  # numbers written with commas?
+        text = y.dropna().astype(str).str.strip()
+        fmt, share, _ = numbers.detect(text)
+        if fmt != numbers.PLAIN and share == 1.0:
+            log.warning("read the target's values as numbers written as %s", numbers.describe(fmt))
+            values = numbers.parse(y.astype("string"), fmt)
+            return values.where(np.isfinite(values.to_numpy(dtype=float)))
     if pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y) or \
             isinstance(y.dtype, pd.CategoricalDtype) or pd.api.types.is_datetime64_any_dtype(y):
         return y

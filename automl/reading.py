@@ -16,6 +16,7 @@ import gzip
 import io
 import logging
 import lzma
+import re
 import sys
 import zipfile
 import zlib
@@ -81,6 +82,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 def _source(path: str | Path) -> _Source:
     if str(path) == STDIN:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise DataError("'-' reads the table from standard input, but nothing is piped into it; "
+                            "e.g. `automl ... - < data.csv`, or give the file's path.")
         data = sys.stdin.buffer.read()
         if not data:
             raise DataError("standard input ('-') is empty; pipe a CSV file into the command, "
@@ -113,8 +117,9 @@ def unique_names(columns: list[object]) -> list[str]:
         out.append(new)
     if renamed:
         dupes = sorted(set(renamed))
-        log.warning("duplicate column names %s (after trimming spaces): later copies were renamed "
-                    "(e.g. '%s.1')", dupes, dupes[0])
+        spaces = " (after trimming spaces)" if len(set(map(str, columns))) == len(columns) else ""
+        log.warning("duplicate column names %s%s: later copies were renamed (e.g. '%s.1')",
+                    dupes, spaces, dupes[0])
     return out
 
 
@@ -244,14 +249,18 @@ def _read_csv(source: _Source, method: str | None) -> pd.DataFrame:
     if len(head) == HEAD_BYTES and len(lines) > 1:
         lines = lines[:-1]  # the last line may be cut
     n_comments = _comment_lines(lines)
-    sep = sniff_delimiter([ln for ln in lines[n_comments:] if ln.strip()])
+    excel_sep = re.fullmatch(r'"?sep=(.)"?', lines[n_comments].strip()) if n_comments < len(lines) else None
+    if excel_sep:  # Excel's "sep=;" line names the delimiter
+        n_comments += 1
+    sep = excel_sep.group(1) if excel_sep else sniff_delimiter(
+        [ln for ln in lines[n_comments:] if ln.strip()])
     try:
         n_titles = _title_lines(lines[n_comments:], sep)
         index_col = _trailing_delimiter(source, lines[n_comments + n_titles:], sep)
     except csv.Error as exc:
         raise DataError(f"cannot parse '{source.name}' as CSV (delimiter {sep!r}, {encoding}): "
                         f"{exc}") from None
-    comments = sum(1 for ln in lines[:n_comments] if ln.strip())
+    comments = sum(1 for ln in lines[:n_comments] if ln.strip()) - int(excel_sep is not None)
     if comments:
         log.info("skipped %d comment line(s) ('#') above the header of '%s'", comments, source.name)
     if n_titles:

@@ -88,7 +88,28 @@ FIT_CASES = [
     ("empty file", _raw(b""), (), 2, "is empty"),
     ("header only", _raw(b"x1,x2,label\n"), (), 2, "header but no data rows"),
     ("binary file", _raw(bytes(range(256)) * 8), (), 2, "is not a text file"),
-    ("ragged rows", _raw(b"x1,x2,label\n1,2,yes\n3,4,no,5,6\n"), (), 2, "cannot parse"),
+    ("ragged rows", _raw(b"x1,x2,label\n1,2,yes\n3,4,no,5,6\n"), (), 2, "as many fields as the header"),
+    (
+        "header shorter than the rows",
+        _raw(b"x1,label\n" + b"".join(f"{i},{i % 2},x{i}\n".encode() for i in range(20))),
+        (),
+        2,
+        "add the missing column name",
+    ),
+    (
+        "copy of the target",
+        _csv(_with(answer=lambda d: d["label"])),
+        (),
+        2,
+        "column 'answer' is a copy of the target 'label'",
+    ),
+    (
+        "one class with more than one row",
+        _csv(_with(label=["a"] * 78 + ["b", "c"])),
+        (),
+        2,
+        "only one class with more than one row",
+    ),
     ("target missing", _csv(_frame()), ("--target", "Label"), 2, "did you mean 'label'"),
     ("target all missing", _csv(_with(label=np.nan)), (), 2, "has no values"),
     ("single class", _csv(_with(label="yes")), (), 2, "single class"),
@@ -133,9 +154,56 @@ FIT_CASES = [
         _csv(_with(label=["a"] * 40 + ["b"] * 39 + ["c"])),
         (),
         0,
-        "classes with a single row: c",
+        "dropped 1 row(s) of class(es) with a single row: c",
     ),
     ("semicolon", _csv(_frame(), sep=";"), (), 0, ""),
+    (
+        "semicolon and decimal commas",
+        _csv(_frame(), sep=";", decimal=","),
+        (),
+        0,
+        "read numbers written as '1.234,5' (decimal comma) in 2 column(s): x1, x2",
+    ),
+    (
+        "thousands separators",
+        _csv(_with(x2=lambda d: [f"{v * 1e5:,.1f}" for v in d["x2"]])),
+        (),
+        0,
+        "read numbers written as '1,234.5' (thousands separators) in 1 column(s): x2",
+    ),
+    (
+        "mostly numbers with some words",
+        _csv(_with(x2=lambda d: d["x2"].round(3).astype(str).where(d.index % 5 > 0, "unknown"))),
+        (),
+        0,
+        "column 'x2': 80% of its values are numbers but 16 are not (e.g. 'unknown')",
+    ),
+    ("target name with spaces", _csv(_frame().rename(columns={"label": " label "})),
+     ("--target", " label"), 0, ""),
+    (
+        "labels with stray spaces",
+        _csv(_with(label=lambda d: np.where(d.index % 2, d["label"] + "  ", " " + d["label"]))),
+        (),
+        0,
+        "",
+    ),
+    (
+        "timezone offsets across daylight saving time",
+        _csv(_with(when=lambda d: pd.date_range("2024-03-01", periods=len(d), freq="D",
+                                                tz="Europe/Paris").astype(str))),
+        (),
+        0,
+        "",
+    ),
+    (
+        "headers equal after trimming spaces",
+        _csv(_frame().rename(columns={"x2": "x1 "})),
+        (),
+        0,
+        "duplicate column names ['x1'] (after trimming spaces)",
+    ),
+    ("very long strings", _csv(_with(note=lambda d: [("abc " * 5000) + str(i % 3) for i in d.index])),
+     (), 0, ""),
     ("tab", _csv(_frame(), sep="\t"), (), 0, ""),
     (
         "latin-1",
@@ -276,10 +344,23 @@ PREDICT_CASES = [
     ("reordered columns", lambda d: d[d.columns[::-1]], 0, ""),
     ("unseen category", lambda d: d.assign(color=["purple"] * len(d)), 0, ""),
     (
-        "changed dtype",
-        lambda d: d.assign(x1=d["x1"].round(2).astype(str).where(d.index > 2, "n/a!")),
+        "numbers as text, a few not numbers",
+        lambda d: d.assign(x1=d["x1"].round(2).astype(str).where(d.index > 1, "n/a!")),
         0,
-        "",
+        "column 'x1': 2 of 30 values are not numbers (e.g. 'n/a!'); read as missing",
+    ),
+    (
+        "numbers as text, many not numbers",
+        lambda d: d.assign(x1=d["x1"].round(2).astype(str).where(d.index > 3, "n/a!")),
+        2,
+        "column 'x1' should hold numbers but 4 of 30 values are not (e.g. 'n/a!'), more than 10%",
+    ),
+    ("all text", lambda d: d.assign(x2="abc"), 2, "column 'x2' should hold numbers but 30 of 30"),
+    (
+        "decimal commas",
+        lambda d: d.assign(x1=d["x1"].map(lambda v: f"{v:.4f}".replace(".", ","))),
+        0,
+        "column 'x1': 30 value(s) written as '1.234,5' (decimal comma) read as numbers",
     ),
     ("target column present", lambda d: d.assign(label="yes"), 0, ""),
 ]
@@ -311,6 +392,19 @@ def test_predict_bad_input(case, change, expected, pattern, model_dir, tmp_path,
                 == 0
             )
             pd.testing.assert_frame_equal(preds, pd.read_csv(tmp_path / "plain-p.csv"))
+
+
+def test_decimal_commas_at_predict_give_the_same_probabilities(model_dir, tmp_path, capfd):
+    """Numbers written with decimal commas in a ;-file predict as the plain numbers do."""
+    new = _new()
+    new.to_csv(tmp_path / "plain.csv", index=False)
+    new.to_csv(tmp_path / "comma.csv", index=False, sep=";", decimal=",")
+    for name in ("plain", "comma"):
+        code, err = _run(["predict", model_dir, tmp_path / f"{name}.csv", "--output",
+                          tmp_path / f"{name}-p.csv"], capfd)
+        assert code == 0, err
+    plain, comma = pd.read_csv(tmp_path / "plain-p.csv"), pd.read_csv(tmp_path / "comma-p.csv")
+    np.testing.assert_allclose(comma["proba_yes"], plain["proba_yes"], atol=1e-9)
 
 
 def test_predict_file_problems(model_dir, tmp_path, capfd):

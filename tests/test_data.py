@@ -1,5 +1,8 @@
 """Reading files, inferring tasks and column kinds, preparing targets."""
 
+import io
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,3 +137,134 @@ def test_leak_check_samples_large_tables_and_checks_regression(caplog):
     warn_leaks(X, _leak_target("regression", y))
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and "'y_later' is almost identical to the target" in warned[0], warned
+
+
+@pytest.mark.parametrize("values,fmt,expected", [
+    (["12,345", "1,234", "-3,000"], "1,234.5", [12345.0, 1234.0, -3000.0]),
+    (["0,126", "-0,132", "1.234,5"], "1.234,5", [0.126, -0.132, 1234.5]),
+    (["1 234,5", "2,5", "7"], "1.234,5", [1234.5, 2.5, 7.0]),
+    (["1'234.5", "2.5", "1,000,000.25"], "1,234.5", [1234.5, 2.5, 1000000.25]),
+    (["1.5", "-2e3", "inf"], "", [1.5, -2000.0, np.inf]),
+])
+def test_number_formats_detected_and_parsed(values, fmt, expected):
+    from automl import numbers
+
+    found, share, _ = numbers.detect(pd.Series(values))
+    assert found == fmt and share == 1.0
+    assert numbers.parse(pd.Series(values), found).tolist() == expected
+
+
+def test_numbers_as_text_in_schema_and_predict_time_coercion(caplog):
+    from automl.schema import MAX_UNREADABLE
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=200) * 5000
+    df = pd.DataFrame({
+        "comma": [f"{v:.2f}".replace(".", ",") for v in values],
+        "thousands": [f"{v:,.1f}" for v in values],
+        "mostly": [f"{v:.1f}" if i % 4 else "unknown" for i, v in enumerate(values)],
+    })
+    schema = infer_schema(df)
+    assert schema.get("comma").number_format == "1.234,5"
+    assert schema.get("thousands").number_format == "1,234.5"
+    assert schema.get("mostly").kind == "categorical" and "75% of its values are numbers" in \
+        schema.get("mostly").note
+    assert "read numbers written as '1.234,5' (decimal comma) in 1 column(s): comma" in caplog.text
+    clean = clean_frame(df, schema)
+    np.testing.assert_allclose(clean["comma"], values, atol=0.01)
+    np.testing.assert_allclose(clean["thousands"], values, atol=0.1)
+    # the saved rule survives the manifest and reads plain numbers too
+    restored = type(schema).from_dict(schema.to_dict())
+    new = pd.DataFrame({"comma": ["1,5", "2.5", "x"] + ["3"] * 7, "thousands": ["1,000"] * 10,
+                        "mostly": ["1"] * 10})
+    caplog.clear()
+    out = clean_frame(new, restored, check=True)
+    assert out["comma"].tolist()[:2] == [1.5, 2.5] and np.isnan(out["comma"][2])
+    assert out["thousands"][0] == 1000.0
+    assert "column 'comma': 1 of 10 values are not numbers (e.g. 'x'); read as missing" in caplog.text
+    bad = new.assign(thousands=["n/a!"] * 2 + ["5"] * 8)
+    assert 2 / 10 > MAX_UNREADABLE
+    with pytest.raises(DataError, match=r"column 'thousands' should hold numbers but 2 of 10 values "
+                                        r"are not \(e.g. 'n/a!'\), more than 10%"):
+        clean_frame(bad, restored, check=True)
+
+
+def test_dates_with_offsets_across_dst_are_utc():
+    when = pd.date_range("2024-03-25", periods=20, freq="D", tz="Europe/Paris").astype(str)
+    df = pd.DataFrame({"when": when})
+    schema = infer_schema(df)
+    assert schema.get("when").kind == "datetime"
+    clean = clean_frame(df, schema)
+    assert clean["when"].iloc[0] == pd.Timestamp("2024-03-24 23:00")  # +01:00
+    assert clean["when"].iloc[10] == pd.Timestamp("2024-04-03 22:00")  # +02:00
+
+
+def test_labels_trimmed_under_every_string_dtype():
+    for dtype in (object, "str", "string"):
+        y = pd.Series(["yes ", " no", "yes", "no  "] * 5, dtype=dtype)
+        X, t = prepare_target(pd.DataFrame({"y": y, "x": range(20)}), "y")
+        assert t.classes == ["no", "yes"] and t.task is Task.BINARY
+
+
+def test_single_row_classes_dropped_and_copies_refused(caplog):
+    df = pd.DataFrame({"y": ["a"] * 10 + ["b"] * 10 + ["c"] * 10 + ["z"], "x": range(31)})
+    X, t = prepare_target(df, "y")
+    assert t.classes == ["a", "b", "c"] and len(X) == 30 and t.task is Task.MULTICLASS
+    assert "dropped 1 row(s) of class(es) with a single row: z" in caplog.text
+    X, t = prepare_target(df.iloc[:21], "y")  # a, b and one c: binary after dropping c
+    assert t.task is Task.BINARY and t.classes == ["a", "b"]
+    copy = df.iloc[:30].assign(again=lambda d: d["y"] + " ")
+    with pytest.raises(DataError, match="column 'again' is a copy of the target 'y'.*--ignore-columns"):
+        prepare_target(copy, "y")
+    numbers = pd.DataFrame({"y": np.arange(30) * 1.5, "y_float": [str(v) for v in np.arange(30) * 1.5],
+                            "x": np.ones(30)})
+    with pytest.raises(DataError, match="'y_float' is a copy"):
+        prepare_target(numbers, "y")
+
+
+CSV = "x,y\n" + "".join(f"{i % 7},{'ab'[i % 2]}\n" for i in range(20))
+
+
+@pytest.mark.parametrize("method", ["gzip", "bz2", "xz", "zip"])
+def test_compressed_files_read_whatever_their_name(tmp_path, method):
+    pd.read_csv(io.StringIO(CSV)).to_csv(tmp_path / "d.csv.any", index=False, compression=(
+        {"method": "zip", "archive_name": "d.csv"} if method == "zip" else method))
+    df = read_table(tmp_path / "d.csv.any")
+    assert list(df.columns) == ["x", "y"] and len(df) == 20
+
+
+def test_zstd_needs_its_package(tmp_path):
+    path = _write(tmp_path / "d.csv.zst", "")
+    path.write_bytes(b"\x28\xb5\x2f\xfd" + bytes(20))
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        with pytest.raises(DataError, match="zstd-compressed.*zstd -d"):
+            read_table(path)
+    else:
+        with pytest.raises(DataError, match="cannot"):
+            read_table(path)
+
+
+def test_preambles_trailing_delimiters_and_names(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="automl")
+    df = read_table(_write(tmp_path / "c.csv", "# made by x, v2\n\n# more\n" + CSV))
+    assert list(df.columns) == ["x", "y"] and len(df) == 20
+    assert "skipped 2 comment line(s)" in caplog.text
+    df = read_table(_write(tmp_path / "t.csv", "Sales 2024\n" + CSV))
+    assert list(df.columns) == ["x", "y"] and len(df) == 20
+    lines = CSV.splitlines()
+    df = read_table(_write(tmp_path / "d.csv", "\r\n".join([lines[0]] + [ln + "," for ln in lines[1:]])))
+    assert list(df.columns) == ["x", "y"] and df["x"].tolist()[:3] == [0, 1, 2]
+    df = read_table(_write(tmp_path / "n.csv", '"x ", x,y\n1,2,a\n3,4,b\n'))
+    assert list(df.columns) == ["x", "x.1", "y"]
+    assert "duplicate column names ['x'] (after trimming spaces)" in caplog.text
+
+
+def test_excel_sep_line_and_a_target_written_with_decimal_commas(tmp_path):
+    df = read_table(_write(tmp_path / "e.csv", "sep=;\nx;y\n" + "".join(
+        f"{i % 5},5;{(i * 37 % 101) / 4:.2f}\n".replace(".", ",") for i in range(30))))
+    assert list(df.columns) == ["x", "y"] and len(df) == 30
+    X, t = prepare_target(df, "y")
+    assert t.task is Task.REGRESSION and t.y[1] == 37 / 4
+    assert infer_schema(X).get("x").number_format == "1.234,5"

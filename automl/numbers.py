@@ -9,6 +9,8 @@ feature schema, so ``predict`` reads a column the way ``fit`` did:
 - ``"1.234,5"``: a point (or space, or apostrophe) between groups of three digits, a comma
   before the decimals (a ``;``-separated file from a spreadsheet set to German or French).
 
+Before that, :func:`bare` drops a currency sign (``$ € £ ¥``) before or after the number
+and a trailing ``%``, reads a Unicode minus as ``-`` and accounting's ``(12)`` as ``-12``.
 ``12,345`` fits both of the last two; a column whose every value is like that is read
 with the comma as thousands separator (12345), and the notice says so.
 """
@@ -32,6 +34,8 @@ _PATTERNS = {
     COMMA_THOUSANDS: re.compile(rf"[+-]?(?:[1-9]\d{{0,2}}(?:[,{_GAP}]\d{{3}})+|\d+)(?:\.\d+)?"),
     COMMA_DECIMAL: re.compile(rf"[+-]?(?:[1-9]\d{{0,2}}(?:[.{_GAP}]\d{{3}})+|\d+)(?:,\d+)?"),
 }
+_CURRENCY_BEFORE = re.compile(r"^([+-]?)\s*[$€£¥]\s*(?=[\d(.])")
+_UNIT_AFTER = re.compile(r"(?<=\d)\s*(?:%|[$€£¥])$")
 _SEPARATORS = {COMMA_THOUSANDS: f"[,{_GAP}]", COMMA_DECIMAL: f"[.{_GAP}]"}
 
 
@@ -42,17 +46,38 @@ def parse(text: pd.Series, number_format: str) -> pd.Series:
         >>> parse(pd.Series(["1.234,5", "-0,25", "abc"]), COMMA_DECIMAL).tolist()
         [1234.5, -0.25, nan]
     """
-    if number_format == PLAIN:
-        return pd.to_numeric(text, errors="coerce").astype(float)
-    if number_format not in _PATTERNS:
+    if number_format not in FORMATS:
         raise ValueError(f"unknown number format {number_format!r}; expected one of {FORMATS}")
-    s = text.astype("string").str.strip()
+    s = bare(text)
+    if number_format == PLAIN:
+        values = pd.to_numeric(s.astype(object).where(s.notna(), np.nan), errors="coerce")
+        return pd.Series(np.asarray(values, dtype=float), index=text.index, dtype=float)
     fits = s.str.fullmatch(_PATTERNS[number_format]).fillna(False).to_numpy(dtype=bool)
     digits = s.str.replace(_SEPARATORS[number_format], "", regex=True)
     if number_format == COMMA_DECIMAL:
         digits = digits.str.replace(",", ".", regex=False)
     values = pd.to_numeric(digits.where(fits), errors="coerce").astype(float)
     return pd.Series(values.to_numpy(), index=text.index, dtype=float)
+
+
+def bare(text: pd.Series) -> pd.Series:
+    """Text without what surrounds a number: spaces, a currency sign, a trailing ``%``; a
+    Unicode minus becomes ``-`` and accounting's ``(12)`` becomes ``-12``.
+
+    Example:
+        >>> bare(pd.Series([" $1,200 ", "12.5%", "(3)", "\u22124 €"])).tolist()
+        ['1,200', '12.5', '-3', '-4']
+    """
+    s = text.astype("string").str.strip().str.replace("\u2212", "-", regex=False)
+    s = s.str.replace(_CURRENCY_BEFORE, r"\1", regex=True).str.replace(_UNIT_AFTER, "", regex=True)
+    return s.str.replace(r"^\((\d.*)\)$", r"-\1", regex=True)
+
+
+def has_units(text: pd.Series) -> bool:
+    """Whether :func:`bare` changes any value beyond trimming (currency, %, minus signs)."""
+    sample = text.sample(DETECT_SAMPLE, random_state=0) if len(text) > DETECT_SAMPLE else text
+    trimmed = sample.astype("string").str.strip()
+    return bool((bare(sample) != trimmed).fillna(False).any())
 
 
 def detect(text: pd.Series) -> tuple[str, float, bool]:
@@ -71,10 +96,11 @@ def detect(text: pd.Series) -> tuple[str, float, bool]:
     rates = {PLAIN: float(parse(sample, PLAIN).notna().mean())}
     if rates[PLAIN] == 1.0:
         return PLAIN, 1.0, False
-    separated = sample.astype("string").str.contains(r"\d[,.'\s\u00a0\u202f]\d", regex=True).fillna(False)
+    sample = bare(sample)
+    separated = sample.str.contains(r"\d[,.'\s\u00a0\u202f]\d", regex=True).fillna(False)
     if not bool(separated.any()):
         return PLAIN, rates[PLAIN], False
-    fits = {f: sample.astype("string").str.fullmatch(_PATTERNS[f]).fillna(False).to_numpy(dtype=bool)
+    fits = {f: sample.str.fullmatch(_PATTERNS[f]).fillna(False).to_numpy(dtype=bool)
             for f in (COMMA_THOUSANDS, COMMA_DECIMAL)}
     for f, ok in fits.items():
         rates[f] = float(ok.mean())
@@ -82,7 +108,7 @@ def detect(text: pd.Series) -> tuple[str, float, bool]:
     if best == PLAIN or rates[best] <= rates[PLAIN]:
         return PLAIN, rates[PLAIN], False
     guessed = bool(np.array_equal(fits[COMMA_THOUSANDS], fits[COMMA_DECIMAL])) and bool(
-        sample.astype("string").str.contains(",", regex=False).fillna(False).any())
+        sample.str.contains(",", regex=False).fillna(False).any())
     return best, rates[best], guessed
 
 

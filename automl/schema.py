@@ -164,6 +164,8 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
         words = text[numbers.parse(text, number_format).isna().to_numpy()]
         notes = [f"mixed types: {len(words)} non-numeric values read as missing (e.g. "
                  f"{_examples(words)})"] if len(words) else []
+        if numbers.has_units(text):
+            notes.append("currency and % signs dropped, (12) read as -12")
         if guessed:
             notes.append("values like '12,345' read with the comma as thousands separator (12345); "
                          "if it is a decimal comma, write at least one value with another number of decimals")

@@ -268,3 +268,13 @@ def test_excel_sep_line_and_a_target_written_with_decimal_commas(tmp_path):
     X, t = prepare_target(df, "y")
     assert t.task is Task.REGRESSION and t.y[1] == 37 / 4
     assert infer_schema(X).get("x").number_format == "1.234,5"
+
+
+def test_currency_percent_and_accounting_negatives_are_numbers():
+    df = pd.DataFrame({"price": ["$1,200.50", "$3", "-$4.25", "(12)"] * 10,
+                       "rate": ["12%", "3.5 %", "\u22121%", "0%"] * 10})
+    schema = infer_schema(df)
+    assert schema.get("price").kind == "numeric" and "currency" in schema.get("price").note
+    clean = clean_frame(df, schema)
+    assert clean["price"].tolist()[:4] == [1200.5, 3.0, -4.25, -12.0]
+    assert clean["rate"].tolist()[:4] == [12.0, 3.5, -1.0, 0.0]

@@ -121,7 +121,10 @@ def _target_name(df: pd.DataFrame, target: str) -> str:
     trimmed = [c for c in df.columns if str(c).strip() == str(target).strip()]
     if len(trimmed) == 1:
         return str(trimmed[0])
-    raise DataError(f"target column '{target}' not found; {suggest_names(target, list(df.columns))}")
+    names = [str(c) for c in df.columns]
+    numeric_names = pd.to_numeric(pd.Series(names).str.replace(r"\.\d+$", "", regex=True), errors="coerce")
+    no_header = " (the first row looks like data: add a header row)" if numeric_names.notna().mean() > 0.5 else ""
+    raise DataError(f"target column '{target}' not found{no_header}; {suggest_names(target, names)}")
 
 
 def _clean_labels(y: pd.Series) -> pd.Series:

@@ -213,7 +213,7 @@ def _not_a_table(source: _Source, head: bytes, text: str) -> None:
     name = source.name
     if head.startswith(b"\xd0\xcf\x11\xe0") or name.lower().endswith((".xlsx", ".xls", ".xlsm", ".ods")):
         raise DataError(f"'{name}' is {_SPREADSHEET}.")
-    if b"\x00" in head:
+    if b"\x00" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise DataError(f"'{name}' is not a text file; give a CSV or Parquet file.")
     start = text.lstrip()[:200].lower()
     if start.startswith(("<!doctype", "<html", "<?xml", "<")):

@@ -56,9 +56,9 @@ def _pure_columns(X: pd.DataFrame, y: np.ndarray, n_classes: int, numeric: list[
     for start in range(0, len(numeric), BLOCK):  # count distinct numbers per column, vectorised
         names = numeric[start:start + BLOCK]
         block = X[names].to_numpy(dtype=float)
-        missing = np.isnan(block)
-        ordered = np.sort(np.where(missing, np.inf, block), axis=0)
-        n_unique = 1 + (np.diff(ordered, axis=0) != 0).sum(axis=0) - missing.any(axis=0)
+        with np.errstate(invalid="ignore"):  # NaN sorts last; steps into or between NaN are NaN
+            steps = np.diff(np.sort(block, axis=0), axis=0)
+        n_unique = 1 + ((steps != 0) & ~np.isnan(steps)).sum(axis=0)
         few += [c for c, k in zip(names, n_unique) if 1 < k <= limit]
     pure = []
     for col in few:

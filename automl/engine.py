@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import multiprocessing as mp
 import pickle
 import shutil
@@ -241,16 +242,36 @@ def search(problem: Problem, config: SearchConfig, study: optuna.Study, storage_
                 p.join()
 
 
-def _no_success_error(study: optuna.Study) -> SearchFailedError:
+def _no_success_error(study: optuna.Study, budget: Budget | None = None,
+                      search_start: float | None = None) -> SearchFailedError:
+    """Why no model: the trials' states, the last failure and, for a time budget, how long the
+    preparation and the trials took and what budget would do."""
     states: dict[str, int] = {}
     reasons: list[str] = []
+    longest = 0.0
     for t in study.trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
         if t.user_attrs.get("fail_reason"):
             reasons.append(t.user_attrs["fail_reason"])
+        if t.datetime_start and t.datetime_complete:
+            longest = max(longest, (t.datetime_complete - t.datetime_start).total_seconds())
     why = f"; last failure: {reasons[-1]}" if reasons else ""
-    return SearchFailedError(f"no trial succeeded ({states or 'no trials ran'}){why}; "
-                             "give a larger --time-budget or check the data.")
+    shown = ", ".join(f"{n} {s.lower()}" for s, n in states.items()) or "no trials ran"
+    if budget is None or not budget.time_budget or search_start is None:
+        return SearchFailedError(f"no trial succeeded ({shown}){why}; give a larger --time-budget "
+                                 "or check the data.")
+    prep = max(0.0, search_start - budget.start)
+    started = sum(n for s, n in states.items() if s != "WAITING")
+    if not started:
+        need = math.ceil(2 * prep + 10)
+        return SearchFailedError(f"the {budget.time_budget:g} s budget ran out before the first trial "
+                                 f"started: reading and preparing the data took {prep:.1f} s; give "
+                                 f"--time-budget {need} or more.")
+    need = math.ceil(prep + 3 * max(longest, 1.0) + 5)
+    return SearchFailedError(f"no trial finished within the {budget.time_budget:g} s budget "
+                             f"({shown}): preparing the data took {prep:.1f} s and a trial ran up to "
+                             f"{longest:.1f} s{why}; give --time-budget {need} or more, or check "
+                             "the data.")
 
 
 def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial,
@@ -507,8 +528,11 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
         fold_dir = (tempfile.mkdtemp(prefix="automl-folds-")
                     if config.bagging and problem.splits.kind == "cv" else None)
         try:
+            search_start = time.monotonic()
             search(problem, config, study, storage_url, budget, callbacks, on_result=keep,
                    oof_dir=oof_dir, fold_dir=fold_dir)
+            if not best_trials(study, problem.metric, 1):
+                raise _no_success_error(study, budget, search_start)
             model = build_model(problem, config, study, budget, fallback, oof_dir, fold_dir)
             if oof_dir and not tmp_dir:
                 _prune_oof(oof_dir, study, problem)

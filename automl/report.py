@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from automl.dashboard import RunFolder, best_per_learner_figure, load_study, open_run
+from automl.dashboard import best_per_learner_figure, load_study
+from automl.rundir import RunFolder, open_run
 from automl.report_validation import (
     MAX_CURVE_CLASSES,
     _quiet_logs,

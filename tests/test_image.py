@@ -261,3 +261,24 @@ def test_cli_fit_folder_then_predict_folder_and_csv(image_dir, tmp_path, feature
     (image_dir / "new.csv").unlink()
     assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "red/missing.png' in row 2" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_report_shows_misclassified_images_with_true_and_predicted_labels(image_dir):
+    from automl.report_images import misclassified_grid
+    from automl.report_validation import Validation
+    from trainers.image_trainers import ImageProbeTrainer
+
+    data = _problem(image_dir)
+    est = ImageProbeTrainer().fit({"backbone": "lite0", "resolution": 64, "C": 1.0}, data, Recorder())
+    pred = est.predict_proba(data.X_valid)
+    wrong = pred.argmax(axis=1) != data.y_valid
+    pred[0] = [1.0, 0.0] if data.y_valid[0] == 1 else [0.0, 1.0]  # at least one wrong, certain
+    wrong[0] = True
+    v = Validation(trial=None, learner="image_probe", params={}, task=Task.BINARY, metric=data.metric,
+                   classes=["blue", "red"], X_valid=data.X_valid, y_valid=data.y_valid, pred=pred,
+                   score=0.0, estimator=est, fit_seconds=0.0, n_train=6, seed=0)
+    page = misclassified_grid(v)
+    assert page.count("<figure>") == int(wrong.sum()) and page.count("data:image/jpeg;base64,") == int(wrong.sum())
+    first = page.split("<figcaption>")[1]  # the most confident mistake comes first
+    true = ["blue", "red"][int(data.y_valid[0])]
+    assert f"true <b>{true}</b>" in first and "(1.00)" in first

@@ -310,9 +310,13 @@ def _image_module() -> type:
             self._valid.append(forward(self.net, batch[0]).float())
 
         def validation_logits(self) -> np.ndarray:
-            out = t.cat(self._valid).cpu().numpy()
+            out = t.cat(self._valid)
             self._valid.clear()
-            return out
+            world = self.trainer.world_size
+            if world > 1:  # rank r held rows r, r + world, ... (padded): interleave, then trim
+                n = len(self.trainer.val_dataloaders.dataset)
+                out = self.all_gather(out).transpose(0, 1).reshape(-1, out.shape[-1])[:n]
+            return out.cpu().numpy()
 
         def configure_optimizers(self) -> Any:
             body = [p for stage in self.trained for p in stage.parameters()]

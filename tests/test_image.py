@@ -313,3 +313,16 @@ def test_weights_from_a_local_path(tmp_path, monkeypatch):
     assert set(local) == set(state) and all((local[k] == state[k]).all() for k in state)
     with pytest.raises(ConfigError, match="efficientnet-lite2"):
         weights_path("lite2")
+
+
+def test_finetune_that_cannot_finish_in_time_fails_after_its_first_epoch(image_dir):
+    import time
+
+    from trainers.image_trainers import ImageTrainer
+
+    data = _problem(image_dir)
+    data.deadline = time.monotonic() + 1.0
+    params = {"backbone": "lite0", "resolution": 64, "unfreeze": 1, "lr_head": 1e-3, "lr_body": 1e-4,
+              "epochs": 50, "batch_size": 2}
+    with pytest.raises(TrialFailed, match=r"fine-tuning needs about \d+ s more"):
+        ImageTrainer().fit(params, data, Recorder())

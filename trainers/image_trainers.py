@@ -221,6 +221,7 @@ class ImageTrainer(_ImageLearner):
             module = _image_module()(net, int(params["unfreeze"]), clf, float(params["lr_head"]),
                                      float(params["lr_body"]), float(params.get("weight_decay", 0.0)),
                                      max(1, int(WARMUP_FRACTION * total)), total, data.deadline, checkpointing)
+            module.fail_if_slow = not refit
             trainer = L.Trainer(
                 accelerator="gpu" if gpu else "cpu", devices=devices,
                 strategy="ddp_fork" if devices > 1 else "auto", precision=_precision(data.accelerator),
@@ -275,6 +276,8 @@ def _image_module() -> type:
             self.lr_head, self.lr_body, self.weight_decay = lr_head, lr_body, weight_decay
             self.warmup, self.total, self.deadline = warmup, total, deadline
             self.checkpointing = checkpointing
+            self.fail_if_slow = False  # set for a trial's fit (not a refit): see on_train_epoch_end
+            self._epoch_start = time.monotonic()
             self._loss_sum: Any = None
             self._valid: list[Any] = []
 
@@ -286,6 +289,7 @@ def _image_module() -> type:
 
         def on_train_epoch_start(self) -> None:
             self._loss_sum = None
+            self._epoch_start = time.monotonic()
 
         def training_step(self, batch: Any, batch_idx: int) -> Any:
             x, y, w = batch
@@ -300,6 +304,13 @@ def _image_module() -> type:
 
         def on_train_epoch_end(self) -> None:
             self.check_loss(self.current_epoch + 1)
+            if self.current_epoch == 0 and self.fail_if_slow:
+                need = (time.monotonic() - self._epoch_start) * (self.trainer.max_epochs - 1)
+                left = self.deadline - time.monotonic()
+                if need > left:  # give the time back to cheaper trials instead of timing out
+                    raise TrialFailed(f"fine-tuning needs about {need:.0f} s more for this split but "
+                                      f"{max(0.0, left):.0f} s are left (a larger --time-budget, "
+                                      "fewer epochs or a GPU)")
 
         def check_loss(self, epoch: int) -> None:
             if self._loss_sum is not None and not bool(t.isfinite(self._loss_sum)):

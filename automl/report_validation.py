@@ -87,8 +87,8 @@ def refit_on_first_split(run: RunFolder, study: Any) -> Validation:
     from automl.contracts import FitData, NullReporter, Task
     from automl.data import prepare_target
     from automl.engine import prepare_problem
-    from automl.images import read_input
     from automl.evaluation import predict_scores
+    from automl.images import read_input
     from automl.metrics import get_metric
     from automl.registry import get_trainer
     from automl.schema import FeatureSchema

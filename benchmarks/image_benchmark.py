@@ -61,7 +61,8 @@ def run_automl(folder: Path, budget: float, val: pd.DataFrame, seed: int) -> dic
     board = pd.read_csv(out / "leaderboard.csv")
     return {"accuracy": float((pred["prediction"] == val["label"]).mean()), "fit_s": fit_s,
             "predict_s": predict_s, "trials": board["state"].value_counts().to_dict(),
-            "board": board.head(8)[["learner", "state", "score", "fit_time_s"]]}
+            "board": board.head(8)[[c for c in ("learner", "state", "score", "fit_time_s", "fail_reason")
+                                    if c in board.columns]]}
 
 
 def run_probe(backbone: str, train: pd.DataFrame, val: pd.DataFrame, cache: Path) -> dict:

@@ -326,3 +326,20 @@ def test_finetune_that_cannot_finish_in_time_fails_after_its_first_epoch(image_d
               "epochs": 50, "batch_size": 2}
     with pytest.raises(TrialFailed, match=r"fine-tuning needs about \d+ s more"):
         ImageTrainer().fit(params, data, Recorder())
+
+
+def test_fit_input_needs_a_target_for_a_table_and_class_folders_for_a_folder(image_dir, tmp_path):
+    from automl.exceptions import ConfigError
+    from automl.images import read_fit_input
+
+    read_image_folder(image_dir).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ConfigError, match="--target is required"):
+        read_fit_input(tmp_path / "t.csv", None, None, {})
+    extra: dict = {}
+    df, target = read_fit_input(tmp_path / "t.csv", "label", ["image"], extra)
+    assert target == "label" and extra["column_kinds"] == {"image": "image"}
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "a.png").write_bytes((image_dir / "red" / "0.png").read_bytes())
+    with pytest.raises(DataError, match="no class sub-folders"):
+        read_fit_input(loose, None, None, {})

@@ -46,6 +46,12 @@ def probe_default(info: DataInfo) -> dict[str, Any]:
     return out
 
 
+def probe_portfolio(info: DataInfo) -> list[dict[str, Any]]:
+    """Tried after every learner's default: the largest backbone at its own resolution
+    (its probe scored 0.967 against Lite0's 0.948 on hymenoptera: benchmarks/results/images.md)."""
+    return [{**probe_default(info), "backbone": "lite2", "resolution": 260}]
+
+
 def space(info: DataInfo) -> dict[str, Any]:
     return {
         "backbone": CategoricalDistribution(BACKBONES),

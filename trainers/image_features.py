@@ -34,7 +34,7 @@ from trainers.image_backbone import (
 )
 
 CACHE_ENV = "AUTOML_CACHE_DIR"
-CHUNK = 256
+CHUNK = 64  # images per cache file: a trial killed mid-way keeps what it finished
 FORMAT = "pooled-v1"  # bump when the pixels or the pooling change
 
 

@@ -62,6 +62,7 @@ GRAD_CLIP_NORM = 1.0
 MAX_MICRO_BATCH = {"cpu": 16, "gpu": 128}  # images per forward pass; more are accumulated
 EVAL_BATCH = 64
 ABSENT_LOGIT = -30.0  # a class missing from a fold's training part
+SPEED_CHECK_BATCHES = 3  # micro-batches timed before the first estimate of a fit's duration
 
 
 def _image_columns(data: FitData) -> list[str]:
@@ -101,6 +102,9 @@ class ImageProbeTrainer(_ImageLearner):
 
     def default(self, info: DataInfo) -> Mapping[str, Any]:
         return image_space.probe_default(info)
+
+    def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
+        return image_space.probe_portfolio(info)
 
     def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> ImageEstimator:
         from trainers.image_features import frozen_features
@@ -301,16 +305,24 @@ def _image_module() -> type:
         def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
             if time.monotonic() > self.deadline:
                 self.trainer.should_stop = True
+            n_batches = int(self.trainer.num_training_batches)
+            if self.current_epoch == 0 and batch_idx + 1 == min(SPEED_CHECK_BATCHES, n_batches):
+                per_batch = (time.monotonic() - self._epoch_start) / (batch_idx + 1)
+                self.check_time(per_batch * (n_batches * self.trainer.max_epochs - batch_idx - 1))
 
         def on_train_epoch_end(self) -> None:
             self.check_loss(self.current_epoch + 1)
-            if self.current_epoch == 0 and self.fail_if_slow:
-                need = (time.monotonic() - self._epoch_start) * (self.trainer.max_epochs - 1)
-                left = self.deadline - time.monotonic()
-                if need > left:  # give the time back to cheaper trials instead of timing out
-                    raise TrialFailed(f"fine-tuning needs about {need:.0f} s more for this split but "
-                                      f"{max(0.0, left):.0f} s are left (a larger --time-budget, "
-                                      "fewer epochs or a GPU)")
+            if self.current_epoch == 0:  # now with the validation pass measured too
+                self.check_time((time.monotonic() - self._epoch_start) * (self.trainer.max_epochs - 1))
+
+        def check_time(self, need: float) -> None:
+            """Fail a trial's fit early when the rest of its epochs cannot end before the
+            deadline, giving the time back to cheaper trials instead of timing out."""
+            left = self.deadline - time.monotonic()
+            if self.fail_if_slow and need > left:
+                raise TrialFailed(f"fine-tuning needs about {need:.0f} s more for this split but "
+                                  f"{max(0.0, left):.0f} s are left (a larger --time-budget, "
+                                  "fewer epochs or a GPU)")
 
         def check_loss(self, epoch: int) -> None:
             if self._loss_sum is not None and not bool(t.isfinite(self._loss_sum)):

@@ -103,9 +103,10 @@ def test_image_learner_contract(name, task, image_dir):
     trainer = get_trainer(name)
     assert isinstance(trainer, Trainer) and problem.info.task in trainer.tasks
     space, default = trainer.space(problem.info), trainer.default(problem.info)
-    assert set(default) == set(space)
-    for key, dist in space.items():
-        assert isinstance(dist, BaseDistribution) and dist._contains(dist.to_internal_repr(default[key]))
+    for config in [default, *getattr(trainer, "portfolio", lambda info: [])(problem.info)]:
+        assert set(config) == set(space)
+        for key, dist in space.items():
+            assert isinstance(dist, BaseDistribution) and dist._contains(dist.to_internal_repr(config[key]))
     params = {**default, "resolution": 64, **({"epochs": 2, "batch_size": 4} if name == "image" else {})}
     tr, va = problem.splits.folds[0]
     data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],

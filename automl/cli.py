@@ -64,8 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Search learners and hyperparameters with Optuna, refit the "
                          "best on all rows, and save it with its leaderboard and study.",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    fit.add_argument("data", help="training data: a CSV (delimiter and encoding sniffed) or Parquet file")
-    fit.add_argument("--target", "-t", required=True, help="name of the column to predict")
+    fit.add_argument("data", help="training data: a CSV (delimiter and encoding sniffed) or Parquet "
+                     "file, or a folder of images with one sub-folder per class")
+    fit.add_argument("--target", "-t", default=None,
+                     help="name of the column to predict (required unless DATA is a folder of images)")
+    fit.add_argument("--image-columns", type=_csv_list, default=None, metavar="COLUMNS",
+                     help="columns of image file paths (relative to the CSV's folder); found by default")
     fit.add_argument("--task", default="auto", choices=["auto", "binary", "multiclass", "regression"],
                      help="prediction task; auto infers it from the target's values")
     fit.add_argument("--metric", default="auto",
@@ -134,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Write a `prediction` column and, for classification, one "
                           "`proba_<class>` column per class.")
     pred.add_argument("model", help="model folder written by `automl fit`")
-    pred.add_argument("data", help="CSV or Parquet file with the feature columns (matched by name)")
+    pred.add_argument("data", help="CSV or Parquet file with the feature columns (matched by name), "
+                      "or a folder of images")
     pred.add_argument("--output", "-o", default=None, help="predictions CSV (default: standard output)")
     pred.add_argument("--force", action="store_true", help="replace an existing --output file")
     _common(pred)
@@ -199,7 +204,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     start = _process_start()
     from automl import engine, rundir
     from automl.config import SearchConfig
-    from automl.data import prepare_target, read_table
+    from automl.data import prepare_target
+    from automl.images import read_fit_input
     from automl.leaderboard import leaderboard, write_csv
     from automl.persistence import atomic_write_text, save_model, skops_io
 
@@ -217,7 +223,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     # out-of-fold predictions live in the output folder, so a resumed run can still
     # ensemble the trials of the run it continues
     config.extra["oof_dir"] = str(out / rundir.OOF_DIR)
-    df = read_table(args.data)
+    df, args.target = read_fit_input(args.data, args.target, args.image_columns, config.extra)
     fingerprint = rundir.data_fingerprint(df)
     if args.ignore_columns:
         unknown = [c for c in args.ignore_columns if c not in df.columns]
@@ -275,7 +281,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from automl.data import read_table
+    import pandas as pd
+
+    from automl.images import read_predict_input
     from automl.leaderboard import escape_formulas
     from automl.persistence import atomic_write_text, load_model
 
@@ -293,8 +301,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise ConfigError(f"--output '{target}': folder '{target.parent}' does not exist; "
                               "create it or choose another path.")
     model = load_model(args.model)
-    df = read_table(args.data)
-    preds = escape_formulas(model.predict_frame(df))
+    df, shown = read_predict_input(args.data, model.schema.columns_of("image"))
+    preds = escape_formulas(pd.concat([df[shown], model.predict_frame(df)], axis=1))
     text = preds.to_csv(index=False)
     if target is None:
         sys.stdout.write(text)

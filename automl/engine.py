@@ -68,7 +68,7 @@ class FitResult:
 def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
                     schema: FeatureSchema | None = None) -> Problem:
     """Infer column kinds, clean the frame, choose the metric, the learners and the splits."""
-    schema = schema or infer_schema(X_raw)
+    schema = schema or infer_schema(X_raw, config.extra.get("column_kinds"))
     _report_columns(schema)
     if not schema.used:
         raise DataError("no usable feature column: every column is an identifier, constant or empty "
@@ -82,7 +82,8 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
     info = DataInfo(task=target.task, n_rows=len(X), n_features=len(schema.used),
                     n_classes=len(target.classes or []), class_counts=counts, schema=schema,
                     n_train_rows=splits.n_train_rows)
-    learners = resolve_learners(target.task, config.include, config.exclude)
+    learners = resolve_learners(target.task, config.include, config.exclude,
+                                kinds={c.kind for c in schema.columns if c.name in schema.used})
     if not config.include and len(X) > KNN_MAX_ROWS and "knn" in learners and len(learners) > 1:
         log.info("leaving out knn: %d rows make nearest-neighbour search too slow (--include knn "
                  "to force it)", len(X))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 Kind = Literal[
-    "numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant", "empty"
+    "numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant", "empty",
+    "image",
 ]
-USED_KINDS = ("numeric", "categorical", "boolean", "datetime", "text")
+USED_KINDS = ("numeric", "categorical", "boolean", "datetime", "text", "image")
 HIGH_CARDINALITY = 50
 HUGE = 1e30  # numbers beyond are clipped: their squares overflow scaling and float32 learners
 
@@ -136,6 +137,9 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
             info.kind = "boolean" if set(nonnull.unique()) <= {0, 1} else "numeric"
         return info
     text = _as_str(s)
+    if _image_paths(s):  # see "Image columns" below
+        info.kind = "image"
+        return info
     if pd.api.types.is_datetime64_any_dtype(s):
         info.kind = "datetime"
         return info
@@ -166,15 +170,19 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
     return info
 
 
-def infer_schema(X: pd.DataFrame) -> FeatureSchema:
-    """Infer the kind of every column of ``X``.
+def infer_schema(X: pd.DataFrame, overrides: Mapping[str, str] | None = None) -> FeatureSchema:
+    """Infer the kind of every column of ``X``; ``overrides`` sets the kind of named columns.
 
     Example:
         >>> import pandas as pd
         >>> infer_schema(pd.DataFrame({"a": [1.5, 2.5, 3.5], "b": ["x", "y", "x"]})).summary()
         {'numeric': 1, 'categorical': 1}
     """
-    return FeatureSchema([infer_column(str(c), X[c]) for c in X.columns])
+    schema = FeatureSchema([infer_column(str(c), X[c]) for c in X.columns])
+    for name, kind in (overrides or {}).items():
+        if name in X.columns:
+            schema.get(str(name)).kind = kind  # type: ignore[assignment]
+    return schema
 
 
 def _to_bool(s: pd.Series) -> pd.Series:
@@ -212,3 +220,16 @@ def clean_frame(X: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
             str_s = s.astype("string").str.strip()
             out[col.name] = str_s.astype(object).where(str_s.notna(), np.nan)
     return pd.DataFrame(out, index=X.index)
+
+
+# ---------------------------------------------------------------- Image columns
+# A column of paths to existing image files is the kind "image" (read by the image
+# learners; tabular learners skip it). Tables read by ``automl.images.read_input`` hold
+# absolute paths; relative ones here are relative to the working directory.
+
+def _image_paths(s: pd.Series) -> bool:
+    from pathlib import Path
+
+    from automl.images import looks_like_image_column
+
+    return looks_like_image_column(s, Path.cwd())

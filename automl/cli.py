@@ -9,6 +9,7 @@ register custom trainers with :func:`automl.registry.register`.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -21,57 +22,76 @@ from pathlib import Path
 from typing import Any
 
 from automl import __version__
-from automl.exceptions import AutoMLError, ConfigError, OutputExistsError
+from automl.exceptions import AutoMLError, ConfigError, OutputExistsError, ResourceError
+from automl.rundir import RUN_FILE
 
 log = logging.getLogger("automl")
-RUN_FILE = "run.json"
 
 
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
+    """A float flag; its range is checked by :meth:`SearchConfig.validate`, naming the flag."""
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported on one line (not the usage block) and exit 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"automl: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="automl", description="AutoML: find the best model for a table within a time budget.")
     parser.add_argument("--version", action="version", version=f"automl {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     fit = sub.add_parser("fit", help="search for the best model of a CSV/Parquet file",
                          description="Search learners and hyperparameters with Optuna, refit the "
                          "best on all rows, and save it with its leaderboard and study.",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    fit.add_argument("data", help="training data: a CSV (delimiter and encoding sniffed) or Parquet file")
-    fit.add_argument("--target", "-t", required=True, help="name of the column to predict")
+    fit.add_argument("data", help="training data: a CSV (delimiter and encoding sniffed) or Parquet "
+                     "file, or a folder of images with one sub-folder per class")
+    fit.add_argument("--target", "-t", default=None,
+                     help="name of the column to predict (required unless DATA is a folder of images)")
+    fit.add_argument("--image-columns", type=_csv_list, default=None, metavar="COLUMNS",
+                     help="columns of image file paths (relative to the CSV's folder); found by default")
     fit.add_argument("--task", default="auto", choices=["auto", "binary", "multiclass", "regression"],
                      help="prediction task; auto infers it from the target's values")
     fit.add_argument("--metric", default="auto",
                      help="metric to optimise: auto (ROC AUC for binary, log loss for multiclass, RMSE "
                      "for regression), roc_auc, log_loss, accuracy, balanced_accuracy, f1, "
                      "average_precision, rmse, mae, r2")
-    fit.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
+    fit.add_argument("--time-budget", type=_number, default=None, metavar="SECONDS",
                      help="wall-clock budget for the whole run, refit and saving included "
                      "(default 60 when --n-trials is not given)")
-    fit.add_argument("--n-trials", type=int, default=None, help="stop after this many trials")
+    fit.add_argument("--n-trials", type=_integer, default=None, help="stop after this many trials")
     fit.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid", "gp", "cmaes", "qmc"],
                      help="Optuna sampler (GP and CMA-ES model numeric parameters of one learner "
                      "best: combine them with --include)")
     fit.add_argument("--pruner", default="median", choices=["median", "halving", "hyperband", "none"],
                      help="early stopping of unpromising trials")
-    fit.add_argument("--seed", type=int, default=0, help="random seed (splits, sampler, learners)")
+    fit.add_argument("--seed", type=_integer, default=0, help="random seed (splits, sampler, learners)")
     fit.add_argument("--output", "-o", default="automl-out", help="output folder")
     fit.add_argument("--storage", default=None,
                      help="Optuna storage URL (default: sqlite:///OUTPUT/study.db); e.g. "
                      "postgresql://user:pw@host/db or a journal file path ending in .log")
     fit.add_argument("--study-name", default="automl", help="name of the study in the storage")
-    fit.add_argument("--n-jobs", type=int, default=1,
+    fit.add_argument("--n-jobs", type=_integer, default=1,
                      help="parallel worker processes on the same study (-1: one per core)")
     fit.add_argument("--include", type=_csv_list, default=None, metavar="LEARNERS",
                      help="comma-separated learners to search (default: all for the task): lightgbm, "
@@ -86,20 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--bagging", action="store_true",
                      help="with k-fold validation, make each final member the average of its trial's "
                      "fold models instead of a refit on all rows (no refit time; 5x larger model)")
-    fit.add_argument("--memory-limit", type=_positive_float, default=None, metavar="MB",
+    fit.add_argument("--memory-limit", type=_number, default=None, metavar="MB",
                      help="memory cap per trial: what a trial may allocate on top of the main process "
                      "(default: 70%% of the memory available, shared by the workers)")
-    fit.add_argument("--trial-timeout", type=_positive_float, default=None, metavar="SECONDS",
+    fit.add_argument("--trial-timeout", type=_number, default=None, metavar="SECONDS",
                      help="stop any single trial after this long")
     fit.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
                      help="device for deep learners (auto: a GPU when one is visible)")
-    fit.add_argument("--gpus-per-trial", type=_positive_float, default=0.0, metavar="N",
+    fit.add_argument("--gpus-per-trial", type=_number, default=0.0, metavar="N",
                      help="GPUs each deep-learning trial may use (0: CPU unless --accelerator gpu)")
     fit.add_argument("--resume", action="store_true",
                      help="continue the search saved in --output (after Ctrl-C, a crash or a kill; "
                      "--n-trials then counts the trials already run); with --storage and "
                      "--study-name, join a search that other processes are running")
-    fit.add_argument("--force", action="store_true", help="replace an existing --output folder")
+    fit.add_argument("--force", action="store_true",
+                     help="replace an existing --output folder that automl wrote (a folder with "
+                     "other files is never replaced)")
+    fit.add_argument("--allow-new-data", action="store_true",
+                     help="with --resume, continue even though the data differs from the run's "
+                     "first data (earlier trials keep their old scores)")
     fit.add_argument("--no-isolation", action="store_true",
                      help="run trials in this process (no hard time or memory limits)")
     fit.add_argument("--progress", default="auto", choices=["auto", "rich", "plain", "json", "none"],
@@ -113,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Write a `prediction` column and, for classification, one "
                           "`proba_<class>` column per class.")
     pred.add_argument("model", help="model folder written by `automl fit`")
-    pred.add_argument("data", help="CSV or Parquet file with the feature columns (matched by name)")
+    pred.add_argument("data", help="CSV or Parquet file with the feature columns (matched by name), "
+                      "or a folder of images")
     pred.add_argument("--output", "-o", default=None, help="predictions CSV (default: standard output)")
     pred.add_argument("--force", action="store_true", help="replace an existing --output file")
     _common(pred)
@@ -125,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default: 127.0.0.1; 0.0.0.0: every interface — "
                       "the dashboard has no login)")
-    dash.add_argument("--port", "-p", type=int, default=8080,
+    dash.add_argument("--port", "-p", type=_integer, default=8080,
                       help="port to listen on (default: 8080; 0: a free one)")
     dash.add_argument("--no-annotate", action="store_true",
                       help="do not add the metric name, run note and chart to the study")
@@ -163,51 +189,6 @@ def _setup_logging(args: argparse.Namespace) -> None:
         warnings.filterwarnings("ignore")
 
 
-def _prepare_output(out: Path, resume: bool, force: bool, shared: bool = False) -> Path | None:
-    """Check the output folder; with --force move an existing one aside (restored on failure).
-
-    ``--resume`` continues the study recorded in the folder's run.json; with ``--storage``
-    (``shared``) it may also join a study that other processes run, from a new folder.
-    """
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output '{out}' is a file; give a folder path.")
-    if resume:
-        if (out / RUN_FILE).is_file():
-            return None
-        if not shared:
-            raise ConfigError(f"nothing to resume in '{out}' (no {RUN_FILE}); run without --resume "
-                              "first, or pass --storage and --study-name to join a shared study.")
-        if out.exists() and any(out.iterdir()):
-            raise OutputExistsError(f"output folder '{out}' already exists and holds no automl run; "
-                                    "choose an empty or new --output to join the study.")
-        return None
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise OutputExistsError(f"output folder '{out}' already exists; pass --resume to continue its "
-                                    "search, --force to replace it, or choose another --output.")
-        aside = out.with_name(f"{out.name}.replaced-{int(time.time())}")
-        out.rename(aside)
-        return aside
-    return None
-
-
-def _own_storage(url: Any, out: Path) -> Any:
-    """A copied or moved output folder resumes its own study file, not the one it came from."""
-    if isinstance(url, str) and url.startswith("sqlite:///"):
-        own = out / Path(url[len("sqlite:///"):]).name
-        if own.is_file():
-            return f"sqlite:///{own.resolve()}"
-    return url
-
-
-def _restore_output(out: Path, aside: Path, args: argparse.Namespace) -> None:
-    """Put back the folder that --force moved aside: the run that was to replace it failed."""
-    shutil.rmtree(out, ignore_errors=True)
-    aside.rename(out)
-    args.restored_output = True
-    log.info("restored the earlier contents of '%s'", out)
-
-
 def _process_start() -> float:
     """When this process started, on the ``time.monotonic`` clock (the budget counts it all)."""
     try:
@@ -221,9 +202,10 @@ def _process_start() -> float:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     start = _process_start()
-    from automl import engine
+    from automl import engine, rundir
     from automl.config import SearchConfig
-    from automl.data import prepare_target, read_table
+    from automl.data import prepare_target
+    from automl.images import read_fit_input
     from automl.leaderboard import leaderboard, write_csv
     from automl.persistence import atomic_write_text, save_model, skops_io
 
@@ -231,8 +213,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from automl.progress import make_progress
 
     out = Path(args.output)
-    if args.n_trials is not None and args.n_trials < 1:
-        raise ConfigError(f"--n-trials got {args.n_trials}; give at least 1 trial.")
     config = SearchConfig(
         task=args.task, metric=args.metric, time_budget=args.time_budget, n_trials=args.n_trials,
         sampler=args.sampler, pruner=args.pruner, seed=args.seed, n_jobs=args.n_jobs,
@@ -242,75 +222,97 @@ def cmd_fit(args: argparse.Namespace) -> int:
     ).validate()
     # out-of-fold predictions live in the output folder, so a resumed run can still
     # ensemble the trials of the run it continues
-    config.extra["oof_dir"] = str(Path(args.output) / "oof")
-    df = read_table(args.data)
+    config.extra["oof_dir"] = str(out / rundir.OOF_DIR)
+    df, args.target = read_fit_input(args.data, args.target, args.image_columns, config.extra)
+    fingerprint = rundir.data_fingerprint(df)
     if args.ignore_columns:
         unknown = [c for c in args.ignore_columns if c not in df.columns]
         if unknown:
             raise ConfigError(f"--ignore-columns names unknown column(s) {unknown}; check the spelling.")
         df = df.drop(columns=args.ignore_columns)
     X, target = prepare_target(df, args.target, config.task)
-    aside = _prepare_output(out, args.resume, args.force, shared=args.storage is not None)
-    storage = args.storage
-    run_info: dict[str, Any] = {}
-    if args.resume and (out / RUN_FILE).is_file():
-        run_info = json.loads((out / RUN_FILE).read_text())
-        storage = storage or _own_storage(run_info.get("storage"), out)
-        if args.study_name == "automl" and run_info.get("study_name"):
-            args.study_name = run_info["study_name"]
-    out.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    run_info.update({"storage": storage, "study_name": args.study_name, "target": args.target,
-                     "data": str(Path(args.data).resolve()), "automl": __version__})
-    atomic_write_text(out / RUN_FILE, json.dumps(run_info, indent=2))
-    progress = make_progress(getattr(args, "progress", "auto"), config, quiet=args.quiet, start=start)
+    output = rundir.prepare_output(out, resume=args.resume, force=args.force,
+                                   shared=args.storage is not None)
     try:
-        result = engine.fit(X, target, config, target_name=args.target, storage_url=storage,
-                            study_name=args.study_name, resume=args.resume, start=start,
-                            callbacks=[progress])
-    except BaseException:
-        progress.close()
-        if aside is not None:
-            _restore_output(out, aside, args)
-        raise
-    board = leaderboard(result.study, result.problem.metric.greater_is_better)
-    summary = {**result.summary, "target": args.target, "data": str(args.data),
-               "storage": storage, "study_name": args.study_name, "sampler": config.sampler,
-               "pruner": config.pruner, "seed": config.seed, "time_budget": config.time_budget}
-    try:
+        storage = args.storage
+        run_info: dict[str, Any] = {}
+        if args.resume and (out / RUN_FILE).is_file():
+            run_info = rundir.read_json(out / RUN_FILE) or {}
+            rundir.check_same_data(run_info.get("data_fingerprint"), fingerprint, args.data,
+                                   allow=args.allow_new_data)
+            if run_info.get("data_fingerprint", fingerprint) != fingerprint:
+                # out-of-fold predictions of the old rows cannot be ensembled with the new ones
+                shutil.rmtree(out / rundir.OOF_DIR, ignore_errors=True)
+            storage = storage or rundir.own_storage(run_info.get("storage"), out)
+            if args.study_name == "automl" and run_info.get("study_name"):
+                args.study_name = run_info["study_name"]
+        storage = storage or rundir.default_storage(out)
+        run_info.update({"format": rundir.RUN_FORMAT, "storage": storage,
+                         "study_name": args.study_name, "target": args.target,
+                         "data": str(Path(args.data).resolve()), "data_fingerprint": fingerprint,
+                         "automl": __version__, "pid": os.getpid()})
+        atomic_write_text(out / RUN_FILE, json.dumps(run_info, indent=2))
+        progress = make_progress(getattr(args, "progress", "auto"), config, quiet=args.quiet,
+                                 start=start)
+        try:
+            result = engine.fit(X, target, config, target_name=args.target, storage_url=storage,
+                                study_name=args.study_name, resume=args.resume, start=start,
+                                callbacks=[progress])
+        except BaseException:
+            progress.close()
+            raise
+        board = leaderboard(result.study, result.problem.metric.greater_is_better)
+        summary = {**result.summary, "target": args.target, "data": str(args.data),
+                   "storage": storage, "study_name": args.study_name, "sampler": config.sampler,
+                   "pruner": config.pruner, "seed": config.seed, "time_budget": config.time_budget}
         save_model(result.model, out, extra={"summary": summary})
-        write_csv(board, out / "leaderboard.csv")
+        write_csv(board, out / rundir.LEADERBOARD_FILE)
+        summary["elapsed_s"] = round(time.monotonic() - start, 2)
+        atomic_write_text(out / rundir.SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
     except BaseException:
-        if aside is not None:
-            _restore_output(out, aside, args)
+        output.restore()
+        args.restored_output = output.restored
         raise
-    summary["elapsed_s"] = round(time.monotonic() - start, 2)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        output.close()
+    output.commit()
     progress.final(board, result, out)
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from automl.data import read_table
+    import pandas as pd
+
+    from automl.images import read_predict_input
     from automl.leaderboard import escape_formulas
     from automl.persistence import atomic_write_text, load_model
 
-    if args.output and Path(args.output).exists() and not args.force:
-        raise OutputExistsError(f"--output '{args.output}' already exists; pass --force to replace it "
-                                "or choose another file.")
-    if args.output and Path(args.output).resolve() == Path(args.data).resolve():
-        raise ConfigError("--output is the input file; choose another file so the input is kept.")
+    target = Path(args.output) if args.output not in (None, "-") else None
+    if target is not None:
+        if target.is_dir():
+            raise ConfigError(f"--output '{target}' is a folder; give a file path, e.g. "
+                              f"'{target / 'predictions.csv'}'.")
+        if target.exists() and target.is_file() and not args.force:
+            raise OutputExistsError(f"--output '{target}' already exists; pass --force to replace it "
+                                    "or choose another file.")
+        if args.data != "-" and target.exists() and target.resolve() == Path(args.data).resolve():
+            raise ConfigError("--output is the input file; choose another file so the input is kept.")
+        if not target.parent.is_dir():
+            raise ConfigError(f"--output '{target}': folder '{target.parent}' does not exist; "
+                              "create it or choose another path.")
     model = load_model(args.model)
-    df = read_table(args.data)
-    preds = escape_formulas(model.predict_frame(df))
+    df, shown = read_predict_input(args.data, model.schema.columns_of("image"))
+    preds = escape_formulas(pd.concat([df[shown], model.predict_frame(df)], axis=1))
     text = preds.to_csv(index=False)
-    if args.output:
-        atomic_write_text(Path(args.output), text)
-        log.info("wrote %d predictions to %s", len(preds), args.output)
-    else:
+    if target is None:
         sys.stdout.write(text)
+        sys.stdout.flush()  # a full disk or closed pipe shows up here, not at exit
+    elif target.exists() and not target.is_file():  # /dev/stdout, a named pipe: write through
+        with target.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        atomic_write_text(target, text)
+        log.info("wrote %d predictions to %s", len(preds), target)
     return 0
 
 
@@ -387,9 +389,16 @@ def _main(argv: list[str] | None = None) -> int:
             raise
         print(f"automl: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `automl predict ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if args.debug:
             raise
+        problem = resource_problem(exc)
+        if problem:
+            print(f"automl: error: {problem}", file=sys.stderr)
+            return ResourceError.exit_code
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"automl: internal error: {type(exc).__name__}: {msg} (rerun with --debug for details)",
               file=sys.stderr)
@@ -397,6 +406,41 @@ def _main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+RESOURCE_ERRNOS = {
+    errno.ENOSPC: "the disk is full; free some space or choose another --output",
+    errno.EDQUOT: "the disk quota is used up; free some space or choose another --output",
+    errno.EFBIG: "the file grew past the size this process may write (ulimit -f); raise the limit",
+    errno.EROFS: "the file system is read-only; choose a writable --output",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "operation not permitted; choose a folder you can write to",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+    errno.ENOMEM: "out of memory; free memory, or lower --memory-limit or --n-jobs",
+}
+_SQLITE_RESOURCE = {"database or disk is full": errno.ENOSPC,
+                    "attempt to write a readonly database": errno.EROFS,
+                    "unable to open database file": errno.EACCES}
+
+
+def resource_problem(exc: BaseException) -> str | None:
+    """A one-line description when ``exc`` (or what caused it) is the machine running out of
+    disk, memory or permission, else None; such failures exit with status 3."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, MemoryError):
+            return f"out of memory ({type(cur).__name__}); {RESOURCE_ERRNOS[errno.ENOMEM].split('; ')[1]}"
+        if isinstance(cur, OSError) and cur.errno in RESOURCE_ERRNOS:
+            where = f" writing '{cur.filename}'" if cur.filename else ""
+            return f"{cur.strerror or os.strerror(cur.errno)}{where}: {RESOURCE_ERRNOS[cur.errno]}."
+        text = str(cur).lower()
+        for phrase, code in _SQLITE_RESOURCE.items():
+            if phrase in text:
+                return f"the study database cannot be written ({phrase}): {RESOURCE_ERRNOS[code]}."
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def _sigterm_as_interrupt() -> Any:

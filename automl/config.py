@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 
@@ -11,6 +13,12 @@ SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes", "qmc")
 PRUNERS = ("median", "halving", "hyperband", "none")
 SMALL_DATA_ROWS = 20_000
 TASKS = ("auto", "binary", "multiclass", "regression")
+MAX_SEED = 2**32 - 1  # numpy's and the learners' seeds are 32-bit
+
+
+def _whole(value: object) -> bool:
+    """An integer (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass
@@ -58,28 +66,37 @@ class SearchConfig:
             raise bad("--sampler", self.sampler, f"choose one of: {', '.join(SAMPLERS)}.")
         if self.pruner not in PRUNERS:
             raise bad("--pruner", self.pruner, f"choose one of: {', '.join(PRUNERS)}.")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise bad("--time-budget", self.time_budget, "give a positive number of seconds.")
-        if self.n_trials is not None and self.n_trials < 1:
+
+        def positive(flag: str, value: float | None, unit: str) -> None:
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
+                                          and value > 0):
+                raise bad(flag, value, f"give a positive number of {unit}.")
+
+        positive("--time-budget", self.time_budget, "seconds")
+        positive("--memory-limit", self.memory_limit_mb, "MB")
+        positive("--trial-timeout", self.trial_timeout, "seconds")
+        if self.n_trials is not None and (not _whole(self.n_trials) or self.n_trials < 1):
             raise bad("--n-trials", self.n_trials, "give at least 1 trial.")
         if self.time_budget is None and self.n_trials is None:
             self.time_budget = 60.0
+        if not _whole(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise bad("--seed", self.seed, f"give a whole number from 0 to {MAX_SEED}.")
         if self.n_jobs == -1:
             self.n_jobs = os.cpu_count() or 1
-        if self.n_jobs < 1:
+        if not _whole(self.n_jobs) or self.n_jobs < 1:
             raise bad("--n-jobs", self.n_jobs, "give 1 or more worker processes (-1 for one per core).")
         if self.accelerator not in ("auto", "cpu", "gpu"):
             raise bad("--accelerator", self.accelerator, "choose one of: auto, cpu, gpu.")
-        if self.gpus_per_trial < 0:
+        if not (isinstance(self.gpus_per_trial, (int, float)) and math.isfinite(self.gpus_per_trial)
+                and self.gpus_per_trial >= 0):
             raise bad("--gpus-per-trial", self.gpus_per_trial, "give 0 or more GPUs per trial.")
-        if self.memory_limit_mb is not None and self.memory_limit_mb <= 0:
-            raise bad("--memory-limit", self.memory_limit_mb, "give a positive number of MB.")
         if isinstance(self.cv, str) and self.cv not in ("auto", "holdout"):
             try:
                 self.cv = int(self.cv)
             except ValueError:
                 raise bad("--cv", self.cv, "give 'auto', 'holdout' or a number of folds >= 2.") from None
-        if isinstance(self.cv, int) and self.cv == 1 or (isinstance(self.cv, int) and self.cv < 0):
+        if isinstance(self.cv, bool) or not isinstance(self.cv, (int, str)) or \
+                (isinstance(self.cv, int) and self.cv < 2):
             raise bad("--cv", self.cv, "give 'auto', 'holdout' or a number of folds >= 2.")
         return self
 

@@ -1,8 +1,7 @@
 """``automl dashboard OUT``: serve a run's Optuna study in optuna-dashboard.
 
-The run folder written by ``automl fit`` names its study storage and study in
-``run.json`` (and ``summary.json``). :func:`open_run` reads and checks them; it is shared
-with :mod:`automl.report`. Before serving, :func:`annotate_study` adds what makes the
+The run folder written by ``automl fit`` names its study storage and study
+(:mod:`automl.rundir` reads and checks it). Before serving, :func:`annotate_study` adds what makes the
 trials readable in the dashboard (the objective's metric name, a study note that explains
 the run and the trial attributes, a best-score-per-learner chart); it never overwrites a
 note the user wrote.
@@ -15,121 +14,23 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import math
 import signal
 import socket
 import sys
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from automl.exceptions import ConfigError, ModelFileError
+from automl.rundir import RunFolder, open_run
 
 log = logging.getLogger("automl")
-RUN_FILE = "run.json"
-SUMMARY_FILE = "summary.json"
-MANIFEST_FILE = "manifest.json"
-DEFAULT_DB = "study.db"
 NOTE_SHA_ATTR = "automl:note_sha256"  # study system attr: the hash of the note automl wrote
 PLOT_ID = "automl-best-per-learner"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass
-class RunFolder:
-    """An ``automl fit`` output folder: where its study lives and what the run recorded."""
-
-    path: Path
-    storage_url: str
-    study_name: str
-    run: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] | None = None
-    manifest: dict[str, Any] | None = None
-
-    @property
-    def info(self) -> dict[str, Any]:
-        """``summary.json`` (or the manifest's copy of it) over ``run.json``."""
-        merged = dict(self.run)
-        if self.manifest and isinstance(self.manifest.get("summary"), dict):
-            merged.update(self.manifest["summary"])
-        if self.summary:
-            merged.update(self.summary)
-        return merged
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise ModelFileError(f"'{path}' is not valid JSON ({exc}); the run folder is damaged — "
-                             "rerun `automl fit`.") from None
-    if not isinstance(data, dict):
-        raise ModelFileError(f"'{path}' does not hold a JSON object; the run folder is damaged — "
-                             "rerun `automl fit`.")
-    return data
-
-
-def _resolve_storage(url: str, folder: Path) -> str:
-    """The run's storage URL; a file-based storage is looked for in the run folder first, so a
-    copied or moved folder opens its own study, not the one it was copied from."""
-    if url.startswith("sqlite:///"):
-        raw = url[len("sqlite:///"):]
-        if raw in ("", ":memory:"):
-            raise ModelFileError(f"the run's study was kept in memory ({url!r}); nothing to open.")
-        candidates = [folder / Path(raw).name, Path(raw)]
-        for cand in candidates:
-            if cand.is_file():
-                return f"sqlite:///{cand.resolve()}"
-        raise ModelFileError(f"the study database '{raw}' named in {RUN_FILE} is missing (and no "
-                             f"{DEFAULT_DB} in '{folder}'); was it moved or deleted?")
-    if "://" not in url:  # a journal file
-        for cand in (folder / Path(url).name, Path(url)):
-            if cand.is_file():
-                return str(cand.resolve())
-        raise ModelFileError(f"the study journal '{url}' named in {RUN_FILE} is missing; was it "
-                             "moved or deleted?")
-    return url
-
-
-def open_run(folder: str | Path) -> RunFolder:
-    """Read and check an ``automl fit`` output folder.
-
-    Raises:
-        ModelFileError: the folder is missing, not a run folder, or its study storage is gone.
-
-    Example:
-        >>> run = open_run("automl-out")  # doctest: +SKIP
-        >>> run.storage_url, run.study_name  # doctest: +SKIP
-        ('sqlite:////abs/automl-out/study.db', 'automl')
-    """
-    path = Path(folder)
-    if not path.exists():
-        raise ModelFileError(f"run folder '{path}' not found; give the --output folder of "
-                             "`automl fit`.")
-    if not path.is_dir():
-        raise ModelFileError(f"'{path}' is a file; give the --output folder of `automl fit`.")
-    run = _read_json(path / RUN_FILE)
-    summary = _read_json(path / SUMMARY_FILE)
-    manifest = _read_json(path / MANIFEST_FILE)
-    if run is None and summary is None:
-        raise ModelFileError(f"'{path}' has no {RUN_FILE} or {SUMMARY_FILE}: it is not an output "
-                             "folder of `automl fit`.")
-    info = {**(summary or {}), **(run or {})}
-    url = info.get("storage")
-    if not url and (path / DEFAULT_DB).is_file():
-        url = f"sqlite:///{(path / DEFAULT_DB).resolve()}"
-    if not isinstance(url, str) or not url:
-        raise ModelFileError(f"'{path}/{RUN_FILE}' names no study storage; rerun `automl fit`.")
-    name = info.get("study_name") or "automl"
-    return RunFolder(path=path, storage_url=_resolve_storage(url, path), study_name=str(name),
-                     run=run or {}, summary=summary, manifest=manifest)
 
 
 def load_study(run: RunFolder) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import multiprocessing as mp
 import pickle
 import shutil
@@ -68,12 +69,8 @@ class FitResult:
 def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
                     schema: FeatureSchema | None = None) -> Problem:
     """Infer column kinds, clean the frame, choose the metric, the learners and the splits."""
-    schema = schema or infer_schema(X_raw)
-    for col in schema.columns:
-        if col.kind in ("identifier", "constant", "empty"):
-            log.info("dropping column '%s' (%s%s)", col.name, col.kind, f": {col.note}" if col.note else "")
-        elif col.note:
-            log.warning("column '%s': %s", col.name, col.note)
+    schema = schema or infer_schema(X_raw, config.extra.get("column_kinds"))
+    _report_columns(schema)
     if not schema.used:
         raise DataError("no usable feature column: every column is an identifier, constant or empty "
                         f"({', '.join(c.name + '=' + c.kind for c in schema.columns[:10])}); "
@@ -86,7 +83,8 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
     info = DataInfo(task=target.task, n_rows=len(X), n_features=len(schema.used),
                     n_classes=len(target.classes or []), class_counts=counts, schema=schema,
                     n_train_rows=splits.n_train_rows)
-    learners = resolve_learners(target.task, config.include, config.exclude)
+    learners = resolve_learners(target.task, config.include, config.exclude,
+                                kinds={c.kind for c in schema.columns if c.name in schema.used})
     if not config.include and len(X) > KNN_MAX_ROWS and "knn" in learners and len(learners) > 1:
         log.info("leaving out knn: %d rows make nearest-neighbour search too slow (--include knn "
                  "to force it)", len(X))
@@ -96,6 +94,28 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
                  X.shape[1], len(X))
     return Problem(X=X, y=target.y, info=info, metric=metric, splits=splits, learners=learners,
                    classes=target.classes)
+
+
+def _report_columns(schema: FeatureSchema, shown: int = 4) -> None:
+    """Say once which columns are left out, as a count per reason with a few names, and
+    warn about columns with a note (one line each: they change what the model sees)."""
+    dropped: dict[str, list[str]] = {}
+    for col in schema.columns:
+        if col.kind in ("identifier", "constant", "empty"):
+            dropped.setdefault(col.kind, []).append(col.name)
+        elif col.note:
+            log.warning("column '%s': %s", col.name, col.note)
+    if dropped:
+        parts = []
+        for kind, names in dropped.items():
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            parts.append(f"{len(names)} {kind} ({', '.join(repr(n) for n in names[:shown])}{more})")
+        total = sum(len(v) for v in dropped.values())
+        log.info("dropping %d column(s): %s; --debug lists them all", total, "; ".join(parts))
+        for kind, names in dropped.items():
+            for name in names:
+                note = next((c.note for c in schema.columns if c.name == name), "")
+                log.debug("dropping column '%s' (%s%s)", name, kind, f": {note}" if note else "")
 
 
 def open_study(config: SearchConfig, problem: Problem, storage_url: str | None,
@@ -221,16 +241,36 @@ def search(problem: Problem, config: SearchConfig, study: optuna.Study, storage_
                 p.join()
 
 
-def _no_success_error(study: optuna.Study) -> SearchFailedError:
+def _no_success_error(study: optuna.Study, budget: Budget | None = None,
+                      search_start: float | None = None) -> SearchFailedError:
+    """Why no model: the trials' states, the last failure and, for a time budget, how long the
+    preparation and the trials took and what budget would do."""
     states: dict[str, int] = {}
     reasons: list[str] = []
+    longest = 0.0
     for t in study.trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
         if t.user_attrs.get("fail_reason"):
             reasons.append(t.user_attrs["fail_reason"])
+        if t.datetime_start and t.datetime_complete:
+            longest = max(longest, (t.datetime_complete - t.datetime_start).total_seconds())
     why = f"; last failure: {reasons[-1]}" if reasons else ""
-    return SearchFailedError(f"no trial succeeded ({states or 'no trials ran'}){why}; "
-                             "give a larger --time-budget or check the data.")
+    shown = ", ".join(f"{n} {s.lower()}" for s, n in states.items()) or "no trials ran"
+    if budget is None or not budget.time_budget or search_start is None:
+        return SearchFailedError(f"no trial succeeded ({shown}){why}; give a larger --time-budget "
+                                 "or check the data.")
+    prep = max(0.0, search_start - budget.start)
+    started = sum(n for s, n in states.items() if s != "WAITING")
+    if not started:
+        need = math.ceil(2 * prep + 10)
+        return SearchFailedError(f"the {budget.time_budget:g} s budget ran out before the first trial "
+                                 f"started: reading and preparing the data took {prep:.1f} s; give "
+                                 f"--time-budget {need} or more.")
+    need = math.ceil(prep + 3 * max(longest, 1.0) + 5)
+    return SearchFailedError(f"no trial finished within the {budget.time_budget:g} s budget "
+                             f"({shown}): preparing the data took {prep:.1f} s and a trial ran up to "
+                             f"{longest:.1f} s{why}; give --time-budget {need} or more, or check "
+                             "the data.")
 
 
 def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial,
@@ -281,6 +321,8 @@ def select_ensemble(problem: Problem, study: optuna.Study,
     by_number = {t.number: t for t in ranked}
     candidates = [by_number[n] for n in candidate_numbers(study, problem.metric)]
     oof = load_oof(oof_dir, [t.number for t in candidates]) if oof_dir else {}
+    # trials stopped after some folds have gaps in their out-of-fold predictions
+    oof = {n: a for n, a in oof.items() if not np.isnan(a).any()}
     if len(oof) < 2 or ranked[0].number not in oof:
         return [ranked[0]], [1.0], None
     k = problem.info.n_classes
@@ -487,8 +529,11 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
         fold_dir = (tempfile.mkdtemp(prefix="automl-folds-")
                     if config.bagging and problem.splits.kind == "cv" else None)
         try:
+            search_start = time.monotonic()
             search(problem, config, study, storage_url, budget, callbacks, on_result=keep,
                    oof_dir=oof_dir, fold_dir=fold_dir)
+            if not best_trials(study, problem.metric, 1):
+                raise _no_success_error(study, budget, search_start)
             model = build_model(problem, config, study, budget, fallback, oof_dir, fold_dir)
             if oof_dir and not tmp_dir:
                 _prune_oof(oof_dir, study, problem)

@@ -34,6 +34,12 @@ class SearchFailedError(AutoMLError, RuntimeError):
     exit_code = 1
 
 
+class ResourceError(AutoMLError, OSError):
+    """The machine ran out of something (disk space, memory, permission to write): exit 3."""
+
+    exit_code = 3
+
+
 class MissingDependencyError(AutoMLError, ImportError):
     """An optional dependency is not installed; the message names the extra."""
 

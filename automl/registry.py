@@ -23,6 +23,8 @@ _BUILTIN: dict[str, str] = {
     "elasticnet": "trainers.sklearn_trainers:ElasticNetTrainer",
     "knn": "trainers.sklearn_trainers:KNNTrainer",
     "mlp": "trainers.lightning_mlp:MLPTrainer",
+    "image_probe": "trainers.image_trainers:ImageProbeTrainer",
+    "image": "trainers.image_trainers:ImageTrainer",
 }
 # Tried in this order when no learner list is given. Opt-in: `mlp` (the `deep` extra) and
 # `catboost` (the `catboost` extra): with it among the defaults the 60 s benchmark scored
@@ -30,6 +32,11 @@ _BUILTIN: dict[str, str] = {
 DEFAULT_LEARNERS = ("lightgbm", "hist_gb", "random_forest", "extra_trees", "logistic", "ridge",
                     "elasticnet", "knn")
 DEFAULT_ALIAS = "default"  # in --include: the default learners
+# The column kinds a trainer reads, unless it declares `input_kinds`; a learner that reads
+# none of the data's kinds is left out. One that declares `auto_kinds` joins the defaults
+# (first) when the data has a column of such a kind (the image learners for image paths).
+TABULAR_KINDS = frozenset({"numeric", "categorical", "boolean", "datetime", "text"})
+KIND_LEARNERS = ("image_probe", "image")
 _CUSTOM: dict[str, type] = {}
 
 
@@ -66,12 +73,26 @@ def get_trainer(name: str) -> Trainer:
     return getattr(module, cls_name)()
 
 
+def input_kinds(name: str) -> frozenset[str]:
+    """The column kinds the learner ``name`` reads."""
+    return frozenset(getattr(_trainer_class(name), "input_kinds", TABULAR_KINDS))
+
+
+def _trainer_class(name: str) -> type:
+    if name in _CUSTOM:
+        return _CUSTOM[name]
+    module_name, cls_name = _BUILTIN[name].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
 def resolve_learners(task: Task, include: list[str] | None = None,
-                     exclude: list[str] | None = None) -> list[str]:
+                     exclude: list[str] | None = None, kinds: set[str] | None = None) -> list[str]:
     """The learners to search for ``task``: ``include`` (or the defaults) minus ``exclude``.
 
     ``default`` in ``include`` stands for the default learners, so opt-in ones can be added
-    to them (``--include default,catboost``).
+    to them (``--include default,catboost``). With the data's column ``kinds`` given,
+    learners that read none of them are left out, and the learners for image columns
+    join the defaults.
 
     Example:
         >>> resolve_learners(Task.REGRESSION, ["default", "catboost"], ["knn"])[-2:]
@@ -84,6 +105,11 @@ def resolve_learners(task: Task, include: list[str] | None = None,
             raise ConfigError(f"unknown learner '{name}'; choose from: {', '.join(available())} "
                               f"(or '{DEFAULT_ALIAS}' for the default ones).")
     names = list(dict.fromkeys(include)) if include else list(DEFAULT_LEARNERS)
+    if kinds is not None:
+        if not include:
+            names = [n for n in KIND_LEARNERS
+                     if set(getattr(_trainer_class(n), "auto_kinds", ())) & kinds] + names
+        names = [n for n in names if input_kinds(n) & kinds]
     names = [n for n in names if n not in set(exclude or [])]
     out = [n for n in names if task in get_trainer(n).tasks]
     if not out:

@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from automl.dashboard import RunFolder, best_per_learner_figure, load_study, open_run
+from automl.dashboard import best_per_learner_figure, load_study
+from automl.report_images import image_columns, misclassified_grid
+from automl.rundir import RunFolder, open_run
 from automl.report_validation import (
     MAX_CURVE_CLASSES,
     _quiet_logs,
@@ -417,10 +419,15 @@ def _model_section(run: RunFolder, study: Any, fig: FigureWriter) -> Section:
         _try(sec, "the precision-recall curve", lambda: curves.append(fig(pr_figure(v), 440)))
         pair = "".join(f"<div>{c}</div>" for c in curves)
         sec.blocks.append(f'<div class="pair">{pair}</div>')
+        _try(sec, "the misclassified images", lambda: sec.blocks.append(misclassified_grid(v)))
     else:
         _try(sec, "the residuals", lambda: sec.blocks.append(fig(residuals_figure(v), 440)))
-    _try(sec, "the permutation feature importance",
-         lambda: sec.blocks.append(fig(permutation_figure(v))))
+    if image_columns(v):
+        sec.notes.append("Permutation importance is left out for image data: each repeat would run "
+                         "the network over every validation image again.")
+    else:
+        _try(sec, "the permutation feature importance",
+             lambda: sec.blocks.append(fig(permutation_figure(v))))
     return sec
 
 

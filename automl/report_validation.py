@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from automl.dashboard import RunFolder
+from automl.rundir import RunFolder
 
 log = logging.getLogger("automl")
 MAX_CURVE_CLASSES = 20
@@ -85,9 +85,10 @@ def refit_on_first_split(run: RunFolder, study: Any) -> Validation:
 
     from automl.config import SearchConfig
     from automl.contracts import FitData, NullReporter, Task
-    from automl.data import prepare_target, read_table
+    from automl.data import prepare_target
     from automl.engine import prepare_problem
     from automl.evaluation import predict_scores
+    from automl.images import read_input
     from automl.metrics import get_metric
     from automl.registry import get_trainer
     from automl.schema import FeatureSchema
@@ -99,7 +100,7 @@ def refit_on_first_split(run: RunFolder, study: Any) -> Validation:
         why = " (no summary.json: the run did not finish)" if run.summary is None else ""
         raise ValueError(f"the run folder does not record its {', '.join(missing)}{why}")
     path = Path(run.run.get("data") or info["data"])
-    if not path.is_file():
+    if not path.exists():  # a table, or a folder of images
         raise FileNotFoundError(str(path))
     task = Task(info["task"])
     metric = get_metric(info["metric"], task)
@@ -115,7 +116,7 @@ def refit_on_first_split(run: RunFolder, study: Any) -> Validation:
     if run.manifest and isinstance(run.manifest.get("schema"), dict):
         schema = FeatureSchema.from_dict(run.manifest["schema"])
     with _quiet_logs():
-        df = read_table(path)
+        df, _ = read_input(path, schema.columns_of("image") if schema is not None else ())
         X_raw, target = prepare_target(df, str(info["target"]), task.value)
         if schema is not None:
             absent = [c for c in schema.used if c not in X_raw.columns]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -23,9 +23,10 @@ from automl.exceptions import DataError
 log = logging.getLogger("automl")
 
 Kind = Literal[
-    "numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant", "empty"
+    "numeric", "categorical", "boolean", "datetime", "text", "identifier", "constant", "empty",
+    "image",
 ]
-USED_KINDS = ("numeric", "categorical", "boolean", "datetime", "text")
+USED_KINDS = ("numeric", "categorical", "boolean", "datetime", "text", "image")
 HIGH_CARDINALITY = 50
 HUGE = 1e30  # numbers beyond are clipped: their squares overflow scaling and float32 learners
 NUMERIC_SHARE = 0.95  # a text column is numeric when this share of its values reads as numbers
@@ -151,6 +152,9 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
             info.kind = "boolean" if set(nonnull.unique()) <= {0, 1} else "numeric"
         return info
     text = _as_str(s)
+    if _image_paths(s):  # see "Image columns" below
+        info.kind = "image"
+        return info
     if pd.api.types.is_datetime64_any_dtype(s):
         info.kind = "datetime"
         return info
@@ -204,8 +208,8 @@ def _examples(values: pd.Series, k: int = 3) -> str:
     return ", ".join(repr(str(v)[:40]) for v in pd.unique(values.to_numpy())[:k])
 
 
-def infer_schema(X: pd.DataFrame) -> FeatureSchema:
-    """Infer the kind of every column of ``X``.
+def infer_schema(X: pd.DataFrame, overrides: Mapping[str, str] | None = None) -> FeatureSchema:
+    """Infer the kind of every column of ``X``; ``overrides`` sets the kind of named columns.
 
     Example:
         >>> import pandas as pd
@@ -213,6 +217,9 @@ def infer_schema(X: pd.DataFrame) -> FeatureSchema:
         {'numeric': 1, 'categorical': 1}
     """
     schema = FeatureSchema([infer_column(str(c), X[c]) for c in X.columns])
+    for name, kind in (overrides or {}).items():
+        if name in X.columns:
+            schema.get(str(name)).kind = kind  # type: ignore[assignment]
     for fmt in (numbers.COMMA_DECIMAL, numbers.COMMA_THOUSANDS):
         names = [c.name for c in schema.columns if c.kind == "numeric" and c.number_format == fmt]
         if names:
@@ -320,3 +327,16 @@ def _report_unreadable(found: list[tuple[ColumnInfo, pd.Series, int]]) -> None:
 
 
 _WHAT = {"numeric": "numbers", "boolean": "true/false values", "datetime": "dates"}
+
+
+# ---------------------------------------------------------------- Image columns
+# A column of paths to existing image files is the kind "image" (read by the image
+# learners; tabular learners skip it). Tables read by ``automl.images.read_input`` hold
+# absolute paths; relative ones here are relative to the working directory.
+
+def _image_paths(s: pd.Series) -> bool:
+    from pathlib import Path
+
+    from automl.images import looks_like_image_column
+
+    return looks_like_image_column(s, Path.cwd())

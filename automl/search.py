@@ -165,14 +165,17 @@ def _cross_validate(problem: Problem, learner: str, params: dict[str, Any], repo
             first_model = model
         if bagging:
             fold_models.append(model)
-        n_folds = len(problem.splits.folds)
-        if time.monotonic() > deadline and i + 1 < n_folds:
-            raise TrialFailed(f"ran past its time limit after fold {i + 1} of {n_folds}")
+        if time.monotonic() > deadline and i + 1 < len(problem.splits.folds):
+            # out of time: the folds done so far are a usable, lower-fidelity result (their
+            # mean), not a failure; its out-of-fold predictions have gaps, so ensemble
+            # selection leaves it out
+            break
     value = float(np.mean(fold_scores))
     result: dict[str, Any] = {
         "value": value, "fold_scores": fold_scores, "fit_time": float(np.sum(fit_times)),
         "fold_fit_time": float(np.mean(fit_times)), "oof": oof,
         "n_iterations": int(np.median(iterations)) if iterations else None,
+        "folds_done": len(fold_scores), "n_folds": len(problem.splits.folds),
     }
     if info.task.is_classification and oof is not None:
         valid = ~np.isnan(oof).any(axis=1)
@@ -283,6 +286,10 @@ class Objective:
         trial.set_user_attr("fit_time", round(result["fit_time"], 3))
         trial.set_user_attr("fold_fit_time", round(result["fold_fit_time"], 3))
         trial.set_user_attr("fold_scores", [round(s, 6) for s in result["fold_scores"]])
+        if result["folds_done"] < result["n_folds"]:
+            trial.set_user_attr("partial_folds", f"{result['folds_done']}/{result['n_folds']}")
+            log.debug("trial %d: out of time after %d of %d folds; scored on those", trial.number,
+                      result["folds_done"], result["n_folds"])
         if result.get("n_iterations"):
             trial.set_user_attr("n_iterations", int(result["n_iterations"]))
         for key, val in (result.get("balance") or {}).items():

@@ -234,7 +234,7 @@ FIT_CASES = [
         _csv(_with(row_id=lambda d: range(len(d)), const=7, blank=np.nan)),
         (),
         0,
-        "dropping column 'row_id' (identifier",
+        "dropping 3 column(s): 1 identifier ('row_id'); 1 constant ('const'); 1 empty ('blank')",
     ),
     ("mixed types", _csv(_with(x2=_mixed_types)), (), 0, "mixed types: 3 non-numeric values"),
     (

@@ -194,7 +194,7 @@ def test_failed_save_keeps_the_earlier_model(fitted, tmp_path, monkeypatch, capf
         ]
     )
     err = capfd.readouterr().err
-    assert code == 1 and "No space left on device" in err and "Traceback" not in err, err
+    assert code == 3 and "No space left on device" in err and "Traceback" not in err, err
     assert (out / "manifest.json").read_bytes() == manifest
     assert load_model(out).predict(pd.read_csv(data).drop(columns="y")).shape == (200,)
     assert not list(out.glob(".*.tmp")) and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -1,0 +1,188 @@
+"""How automl scales with rows and columns: time to the first completed trial, trials per
+minute and peak memory of the process tree, beside FLAML's peak memory on the same table.
+
+Rows grow by replicating a real table (``flights`` by default, 327k rows) with a small
+jitter on its numeric columns; columns grow by appending copies of a real table's numeric
+columns with their rows shuffled (noise columns of the real columns' distributions).
+
+Targets (issue 12): the first trial completes within 10% of the budget at every size, and
+peak memory stays within 1.5x FLAML's.
+
+Usage (from the repo root, after ``make dev``; needs ../shared/datasets)::
+
+    .venv/bin/python benchmarks/scaling.py --budget 60 --rows 10000,100000,500000,2000000 \\
+        --cols 10,100,1000,5000 --flaml --out benchmarks/results/scaling-60
+
+A quick check that it runs: ``--budget 20 --rows 10000 --cols 10 --out /tmp/scaling``.
+Timings are only meaningful on an otherwise idle machine (``other_cpu`` in the table).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SHARED = ROOT.parent / "shared" / "datasets"
+sys.path.insert(0, str(BENCH))
+
+from peerbench.proc import run_limited  # noqa: E402
+
+
+def _manifest() -> pd.DataFrame:
+    return pd.read_csv(SHARED / "MANIFEST.tsv", sep="\t").set_index("name")
+
+
+def rows_table(name: str, n_rows: int, seed: int = 0) -> tuple[pd.DataFrame, str, str]:
+    """``n_rows`` rows of a real table, replicated with a 1% jitter on numeric columns."""
+    meta = _manifest().loc[name]
+    df = pd.read_csv(SHARED / meta["file"], low_memory=False)
+    rng = np.random.default_rng(seed)
+    if n_rows <= len(df):
+        return df.sample(n_rows, random_state=seed).reset_index(drop=True), meta["target"], meta["task"]
+    reps = int(np.ceil(n_rows / len(df)))
+    big = pd.concat([df] * reps, ignore_index=True).iloc[:n_rows].copy()
+    target = meta["target"]
+    for col in big.columns:
+        if col != target and pd.api.types.is_float_dtype(big[col]):
+            scale = float(np.nanstd(big[col].to_numpy())) or 1.0
+            big[col] = big[col] + rng.normal(scale=0.01 * scale, size=len(big))
+    return big, target, meta["task"]
+
+
+def cols_table(name: str, n_cols: int, n_rows: int, seed: int = 0) -> tuple[pd.DataFrame, str, str]:
+    """A real table's first ``n_rows`` rows, widened to ``n_cols`` features with shuffled
+    copies of its numeric columns (or narrowed to its first ``n_cols`` features)."""
+    meta = _manifest().loc[name]
+    df = pd.read_csv(SHARED / meta["file"], low_memory=False).head(n_rows).reset_index(drop=True)
+    target = meta["target"]
+    features = [c for c in df.columns if c != target]
+    if n_cols <= len(features):
+        return df[features[:n_cols] + [target]], target, meta["task"]
+    rng = np.random.default_rng(seed)
+    numeric = [c for c in features if pd.api.types.is_numeric_dtype(df[c])]
+    extra = {}
+    for i in range(n_cols - len(features)):
+        src = df[numeric[i % len(numeric)]].to_numpy()
+        extra[f"noise_{i}"] = src[rng.permutation(len(src))]
+    return pd.concat([df, pd.DataFrame(extra)], axis=1), target, meta["task"]
+
+
+def _study_figures(db: Path, started_wall: float) -> dict[str, float | None]:
+    """First completed trial (seconds after the process started) and trials per minute."""
+    if not db.is_file():
+        return {"first_trial_s": None, "trials_per_min": None, "n_trials": 0}
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT state, datetime_start, datetime_complete FROM trials").fetchall()
+    done = [(s, datetime.fromisoformat(a), datetime.fromisoformat(b))
+            for s, a, b in rows if b is not None and s in ("COMPLETE", "PRUNED", "FAIL")]
+    completes = sorted(b.timestamp() for s, _, b in done if s == "COMPLETE")
+    if not done:
+        return {"first_trial_s": None, "trials_per_min": 0.0, "n_trials": 0}
+    first_start = min(a.timestamp() for _, a, _ in done)
+    last_end = max(b.timestamp() for _, _, b in done)
+    minutes = max(last_end - first_start, 1e-6) / 60
+    return {"first_trial_s": (completes[0] - started_wall) if completes else None,
+            "trials_per_min": len(done) / minutes, "n_trials": len(done)}
+
+
+def run_automl(train: Path, target: str, task: str, budget: float, work: Path, cores: int) -> dict:
+    out = work / "automl-out"
+    cmd = [str(Path(sys.executable).parent / "automl"), "fit", str(train), "--target", target,
+           "--task", task, "--time-budget", str(budget), "--output", str(out), "--force",
+           "--progress", "none"]
+    started = time.time()
+    res = run_limited(cmd, cwd=ROOT, log_prefix=work / "automl", timeout_s=budget * 3 + 120,
+                      cores=cores)
+    return {"returncode": res.returncode, "wall_s": res.wall_s, "peak_mb": res.peak_rss_mb,
+            "other_cpu": res.other_cpu_frac, **_study_figures(out / "study.db", started)}
+
+
+def run_flaml(train: Path, target: str, task: str, budget: float, work: Path, cores: int) -> dict:
+    from peerbench.envs import ensure_env, venv_python
+
+    ensure_env("flaml")
+    df = pd.read_csv(train, nrows=200)
+    test = work / "test.csv"
+    df.drop(columns=[target]).to_csv(test, index=False)
+    cmd = [str(venv_python("flaml")), str(BENCH / "peers" / "flaml_runner.py"), "--train", str(train),
+           "--test", str(test), "--target", target, "--task", task, "--budget", str(budget),
+           "--n-jobs", str(cores), "--workdir", str(work), "--output", str(work / "flaml.csv")]
+    res = run_limited(cmd, cwd=BENCH / "peers", log_prefix=work / "flaml",
+                      timeout_s=budget * 3 + 120, cores=cores)
+    return {"returncode": res.returncode, "wall_s": res.wall_s, "peak_mb": res.peak_rss_mb}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget", type=float, default=60)
+    ap.add_argument("--rows", default="10000,100000,500000,2000000")
+    ap.add_argument("--rows-dataset", default="flights")
+    ap.add_argument("--cols", default="10,100,1000,5000")
+    ap.add_argument("--cols-dataset", default="adult")
+    ap.add_argument("--cols-rows", type=int, default=5000, help="rows of the widened tables")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--flaml", action="store_true", help="also run FLAML for its peak memory")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    if not SHARED.is_dir():
+        print(f"scaling: {SHARED} is absent; it holds the real tables this benchmark grows",
+              file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    cases = [("rows", int(n)) for n in args.rows.split(",") if n] + \
+            [("cols", int(n)) for n in args.cols.split(",") if n]
+    results = []
+    for axis, size in cases:
+        work = args.out / "work" / f"{axis}-{size}"
+        work.mkdir(parents=True, exist_ok=True)
+        if axis == "rows":
+            df, target, task = rows_table(args.rows_dataset, size)
+        else:
+            df, target, task = cols_table(args.cols_dataset, size, args.cols_rows)
+        train = work / "train.csv"
+        df.to_csv(train, index=False)
+        row = {"axis": axis, "size": size, "rows": len(df), "cols": df.shape[1] - 1,
+               "automl": run_automl(train, target, task, args.budget, work, args.cores)}
+        if args.flaml:
+            row["flaml"] = run_flaml(train, target, task, args.budget, work, args.cores)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        train.unlink()
+    (args.out / "results.json").write_text(json.dumps(
+        {"budget": args.budget, "cores": args.cores, "command": " ".join(sys.argv),
+         "results": results}, indent=2))
+    (args.out / "results.md").write_text(_table(results, args.budget, " ".join(sys.argv)))
+    return 0
+
+
+def _table(results: list[dict], budget: float, command: str) -> str:
+    def f(v, spec=".1f"):
+        return "-" if v is None else format(v, spec)
+
+    lines = [f"# Scaling at a {budget:g} s budget", "", f"Command: `{command}`", "",
+             "| axis | rows | cols | first trial s (target <= 10%) | trials/min | wall s | peak MB | "
+             "FLAML peak MB | ratio (target <= 1.5) | other CPU | exit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        a, fl = r["automl"], r.get("flaml") or {}
+        ratio = a["peak_mb"] / fl["peak_mb"] if fl.get("peak_mb") else None
+        first = a["first_trial_s"]
+        ok = "" if first is None else (" ok" if first <= 0.1 * budget else " over")
+        lines.append(f"| {r['axis']} | {r['rows']} | {r['cols']} | {f(first)}{ok} | "
+                     f"{f(a['trials_per_min'])} | {f(a['wall_s'])} | {f(a['peak_mb'], '.0f')} | "
+                     f"{f(fl.get('peak_mb'), '.0f')} | {f(ratio, '.2f')} | "
+                     f"{f(100 * a['other_cpu'], '.0f')}% | {a['returncode']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Frozen-backbone features, computed once per run and shared by every trial and fold.
+
+Trials run in forked processes (or on Ray workers of the same machine), so the cache is
+on disk: the sorted distinct image paths of a trial's rows (training and validation
+parts together: the same set for every fold and trial of a run, and for the refit) are
+cut into chunks, and each chunk's pooled features are saved under a key made of the
+backbone, the resolution and every file's path, size and modification time. A changed
+image changes its chunk's key; a trial killed mid-way keeps the chunks it finished; a
+file lock makes parallel trials wait for the one computing a chunk instead of repeating it.
+
+The cache folder is ``FitData.extra['cache_dir']`` when the engine gives one, else
+``$AUTOML_CACHE_DIR``, else ``~/.cache/automl``; entries can be deleted at any time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainers.image_backbone import (
+    FEATURE_DIM,
+    build_network,
+    eval_batch,
+    pooled_features,
+    torch,
+)
+
+CACHE_ENV = "AUTOML_CACHE_DIR"
+CHUNK = 64  # images per cache file: a trial killed mid-way keeps what it finished
+FORMAT = "pooled-v1"  # bump when the pixels or the pooling change
+
+
+def cache_root(extra: dict[str, Any] | None = None) -> Path:
+    given = (extra or {}).get("cache_dir") or os.environ.get(CACHE_ENV)
+    root = Path(given) if given else Path.home() / ".cache" / "automl"
+    return root / "image-features"
+
+
+def _file_id(path: Any) -> str:
+    if not isinstance(path, str) or not path:
+        return "<missing>"
+    try:
+        st = os.stat(path)
+        return f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
+    except OSError:
+        return f"{path}\0?"
+
+
+def chunk_key(backbone: str, resolution: int, paths: Sequence[Any]) -> str:
+    h = hashlib.sha256(f"{FORMAT}\0{backbone}\0{resolution}".encode())
+    for p in paths:
+        h.update(_file_id(p).encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _compute(net: Any, paths: list[Any], resolution: int, batch: int = 32) -> np.ndarray:
+    t = torch()
+    frame = pd.DataFrame({"p": paths})
+    out = []
+    with t.inference_mode():
+        for s in range(0, len(paths), batch):
+            x = t.from_numpy(eval_batch(frame, ["p"], resolution, s, s + batch))[:, 0]
+            out.append(pooled_features(net["backbone"], x).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), dtype=np.float32)
+
+
+def frozen_features(frame: pd.DataFrame, columns: Sequence[str], backbone: str, resolution: int,
+                    extra: dict[str, Any] | None = None) -> np.ndarray:
+    """Pooled pretrained features of every row: ``(len(frame), 1280 * len(columns))`` float32.
+
+    Example:
+        >>> frozen_features(X, ["image"], "lite0", 224).shape  # doctest: +SKIP
+        (400, 1280)
+    """
+    values = [frame[c].tolist() for c in columns]
+    distinct = sorted({v if isinstance(v, str) else "" for col in values for v in col})
+    root = cache_root(extra)
+    net = None
+    table: dict[str, np.ndarray] = {}
+    for s in range(0, len(distinct), CHUNK):
+        chunk = distinct[s:s + CHUNK]
+        key = chunk_key(backbone, resolution, chunk)
+        path = root / f"{backbone}-{resolution}" / f"{key}.npy"
+        feats = _load(path, len(chunk))
+        if feats is None:
+            with _locked(path.with_suffix(".lock")):
+                feats = _load(path, len(chunk))  # another process may have written it meanwhile
+                if feats is None:
+                    if net is None:
+                        net = build_network({"backbone": backbone, "resolution": resolution,
+                                             "columns": ["p"], "n_out": 1}, pretrained=True).eval()
+                    feats = _compute(net, chunk, resolution)
+                    _save(path, feats)
+        table.update(zip(chunk, feats))
+    blocks = [np.stack([table[v if isinstance(v, str) else ""] for v in col]) if col else
+              np.zeros((0, FEATURE_DIM), dtype=np.float32) for col in values]
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def _load(path: Path, n: int) -> np.ndarray | None:
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return feats if feats.shape == (n, FEATURE_DIM) else None
+
+
+def _save(path: Path, feats: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, feats.astype(np.float32))
+    os.replace(tmp, path)

@@ -84,7 +84,7 @@ _TEXT = [
 # (id, file writer, extra arguments, expected exit status, expected text on stderr)
 FIT_CASES = [
     ("missing file", lambda p: p.with_name("nope.csv"), (), 2, "file not found"),
-    ("directory", _dir, (), 2, "is a directory"),
+    ("directory", _dir, (), 2, "holds no image files"),  # a folder is read as class folders of images
     ("empty file", _raw(b""), (), 2, "is empty"),
     ("header only", _raw(b"x1,x2,label\n"), (), 2, "header but no data rows"),
     ("binary file", _raw(bytes(range(256)) * 8), (), 2, "is not a text file"),

@@ -204,7 +204,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     start = _process_start()
     from automl import engine, rundir
     from automl.config import SearchConfig
-    from automl.data import prepare_target
+    from automl.data import prepare_target, target_name
     from automl.images import read_fit_input
     from automl.leaderboard import leaderboard, write_csv
     from automl.persistence import atomic_write_text, save_model, skops_io
@@ -230,6 +230,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if unknown:
             raise ConfigError(f"--ignore-columns names unknown column(s) {unknown}; check the spelling.")
         df = df.drop(columns=args.ignore_columns)
+    args.target = target_name(df, args.target)  # as the file spells it (spaces trimmed)
     X, target = prepare_target(df, args.target, config.task)
     output = rundir.prepare_output(out, resume=args.resume, force=args.force,
                                    shared=args.storage is not None)
@@ -249,7 +250,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         storage = storage or rundir.default_storage(out)
         run_info.update({"format": rundir.RUN_FORMAT, "storage": storage,
                          "study_name": args.study_name, "target": args.target,
-                         "data": str(Path(args.data).resolve()), "data_fingerprint": fingerprint,
+                         "data": "-" if args.data == "-" else str(Path(args.data).resolve()),
+                         "data_fingerprint": fingerprint,
                          "automl": __version__, "pid": os.getpid()})
         atomic_write_text(out / RUN_FILE, json.dumps(run_info, indent=2))
         progress = make_progress(getattr(args, "progress", "auto"), config, quiet=args.quiet,

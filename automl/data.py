@@ -79,7 +79,7 @@ def prepare_target(df: pd.DataFrame, target: str, task: str | Task = "auto") -> 
     problems, rows of classes with a single row are dropped (with a warning); a column
     that is a copy of the target is an error.
     """
-    target = _target_name(df, target)
+    target = target_name(df, target)
     y_raw = _clean_labels(df[target])
     missing = y_raw.isna().to_numpy()
     if missing.all():
@@ -114,7 +114,7 @@ def prepare_target(df: pd.DataFrame, target: str, task: str | Task = "auto") -> 
     return X, Target(y_num.to_numpy(dtype=float), resolved, None, int(missing.sum() + bad.sum()))
 
 
-def _target_name(df: pd.DataFrame, target: str) -> str:
+def target_name(df: pd.DataFrame, target: str) -> str:
     """The target's column: exactly as given, or equal after trimming spaces."""
     if target in df.columns:
         return target

@@ -1,0 +1,333 @@
+"""Model folders never run code, and a hand-edited manifest is caught.
+
+Each payload below is planted as an attacker who can edit the folder would: the model file
+is replaced, its automl header kept, and the manifest's checksum rewritten to match. Each
+would create a marker file if it ran (``test_the_payloads_are_live`` proves that, by loading
+them the way the old prefix allowlist did). ``automl predict`` and ``load_model`` must refuse
+them with one line, before skops builds anything, and the marker must not exist.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+import stat
+import subprocess
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from automl import cli
+from automl.allowlist import Allowlist, audit
+from automl.exceptions import ModelFileError
+from automl.persistence import atomic_write_text, load_model, skops_io
+from automl.preprocessing import datetime_features
+from tests.conftest import AUTOML, ROOT
+from tests.runs import plant_model_file, plugin_env, run_cli, tiny_csv
+
+FIT = ("--n-trials", "2", "--include", "logistic", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fitted")
+    data = tiny_csv(base / "d.csv")
+    assert cli.main(["fit", str(data), "--target", "y", "--output", str(base / "model"), *FIT]) == 0
+    return base / "model", data
+
+
+# ---------------------------------------------------------------- payloads
+
+class _Touch:
+    """Unpickling it opens ``path`` for writing (creates the marker)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+class _Slot:
+    """A placeholder whose node in the skops tree is replaced by a hand-written one."""
+
+
+def _node(module: str, name: str, loader: str, **rest) -> dict:
+    return {"__module__": module, "__class__": name, "__loader__": loader, **rest}
+
+
+def _json(value) -> dict:
+    return _node("builtins", "str", "JsonNode", content=json.dumps(value), is_json=True)
+
+
+def _tuple(*items) -> dict:
+    return _node("builtins", "tuple", "TupleNode", content=[_json(i) for i in items])
+
+
+def _call(module: str, name: str, *args) -> dict:
+    """A node that makes skops call ``module.name(*args)`` while loading."""
+    return _node(module, name, "ConstructorFromReduceNode", content=_tuple(*args))
+
+
+def _dumps(obj, slot: dict | None = None) -> bytes:
+    """skops bytes of ``obj``, with the node of any ``_Slot`` replaced by ``slot``."""
+    data = skops_io().dumps(obj)
+    if slot is None:
+        return data
+
+    def swap(node):
+        if isinstance(node, dict):
+            if node.get("__class__") == "_Slot":
+                return slot
+            return {k: swap(v) for k, v in node.items()}
+        return [swap(v) for v in node] if isinstance(node, list) else node
+
+    src, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for item in src.namelist():
+            body = src.read(item)
+            if item == "schema.json":
+                body = json.dumps(swap(json.loads(body))).encode()
+            dst.writestr(item, body)
+    return out.getvalue()
+
+
+def _ahead(pipe, step, slot=None) -> bytes:
+    return _dumps(Pipeline([("evil", step), *pipe.steps]), slot)
+
+
+def numpy_load_pickle(pipe, marker, work):
+    pkl = work / "evil.npy"
+    pkl.write_bytes(pickle.dumps(_Touch(str(marker))))
+    return _ahead(pipe, FunctionTransformer(functools.partial(np.load, str(pkl), allow_pickle=True)))
+
+
+def numpy_savetxt(pipe, marker, work):
+    return _ahead(pipe, FunctionTransformer(functools.partial(np.savetxt, str(marker))))
+
+
+def os_system(pipe, marker, work):
+    return _ahead(pipe, _Slot(), _call("os", "system", f"touch '{marker}'"))
+
+
+def builtins_exec(pipe, marker, work):
+    return _ahead(pipe, _Slot(), _call("builtins", "exec", f"open({str(marker)!r}, 'w').close()"))
+
+
+def subprocess_run(pipe, marker, work):
+    slot = _node("subprocess", "run", "ConstructorFromReduceNode",
+                 content=_node("builtins", "tuple", "TupleNode", content=[
+                     _node("builtins", "list", "ListNode", content=[_json("touch"), _json(str(marker))])]))
+    return _ahead(pipe, _Slot(), slot)
+
+
+def unknown_class(pipe, marker, work):
+    return _ahead(pipe, _Slot(), _call("logging", "FileHandler", str(marker)))  # opens the file
+
+
+def other_numpy_function(pipe, marker, work):
+    return _ahead(pipe, _Slot(), _call("numpy", "savetxt", str(marker), [1.0]))
+
+
+def nested_deep(pipe, marker, work):
+    evil = FunctionTransformer(functools.partial(np.savetxt, str(marker)))
+    inner = Pipeline([("b", Pipeline([("c", Pipeline([("evil", evil)]))]))])
+    return _dumps(Pipeline([pipe.steps[0], ("a", inner), *pipe.steps[1:]]))
+
+
+def partial_with_object_arg(pipe, marker, work):
+    """An allowed function, bound to an argument that is an object, not data."""
+    step = FunctionTransformer(functools.partial(datetime_features, _Slot()))
+    return _ahead(pipe, step, _call("logging", "FileHandler", str(marker)))
+
+
+PAYLOADS = [numpy_load_pickle, numpy_savetxt, os_system, builtins_exec, subprocess_run,
+            unknown_class, other_numpy_function, nested_deep, partial_with_object_arg]
+
+
+def _copy(fitted, tmp_path):
+    model, data = fitted
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    return folder, data
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda f: f.__name__)
+def test_the_payloads_are_live(fitted, tmp_path, payload):
+    """Loaded trusting every type they name (as the old prefix allowlist did for numpy.*),
+    then used to predict, each payload creates its marker: the refusals below mean something."""
+    sio = skops_io()
+    folder, data = _copy(fitted, tmp_path)
+    marker = tmp_path / "ran"
+    blob = payload(load_model(folder).members[0], marker, tmp_path)
+    try:
+        model = sio.loads(blob, trusted=sio.get_untrusted_types(data=blob))
+        model.predict_proba(pd.read_csv(data).drop(columns="y"))
+    except Exception:  # noqa: BLE001 - the payload ran; what it returns does not matter
+        pass
+    assert marker.exists(), payload.__name__
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda f: f.__name__)
+def test_predict_refuses_a_planted_payload_before_building_anything(fitted, tmp_path, payload):
+    folder, data = _copy(fitted, tmp_path)
+    marker = tmp_path / "ran"
+    plant_model_file(folder, payload(load_model(folder).members[0], marker, tmp_path))
+    with pytest.raises(ModelFileError, match="does not load"):
+        load_model(folder)
+    loads = tmp_path / "loads.log"
+    env = plugin_env(AUTOML_PLUGINS="tests.deserialize_spy", AUTOML_TEST_LOADS=str(loads))
+    res = run_cli("predict", folder, data, "--output", tmp_path / "p.csv", env=env)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0].startswith("automl: error: ") and "refusing to load it" in lines[0], lines
+    assert not marker.exists(), "the payload ran"
+    assert not loads.exists(), "a model file was deserialized"
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("sklearn.utils.validation.check_array", False),  # a learner's function, not declared here
+    ("automl.preprocessing.datetime_features", True),
+    ("numpy.load", False),
+])
+def test_partial_is_allowed_only_for_a_declared_function_with_plain_arguments(name, ok):
+    module, func = name.rsplit(".", 1)
+    part = functools.partial(getattr(__import__(module, fromlist=[func]), func), "a", n=[1, 2.5])
+    data = skops_io().dumps(FunctionTransformer(part))
+    if ok:
+        assert name in audit(data, Allowlist())
+    else:
+        with pytest.raises(ModelFileError, match=f"function '{name}' is not on the allowlist"):
+            audit(data, Allowlist())
+    # a bound argument that is an object (here an allowed type) is refused all the same
+    with_object = skops_io().dumps(FunctionTransformer(functools.partial(datetime_features, FunctionTransformer())))
+    with pytest.raises(ModelFileError, match="not plain data"):
+        audit(with_object, Allowlist())
+
+
+# ---------------------------------------------------------------- manifest edits
+
+def _reverse_classes(m):
+    m["classes"] = m["classes"][::-1]
+
+
+def _edit(key, value):
+    def edit(m):
+        m[key] = value
+    edit.__name__ = f"{key}={value}"
+    return edit
+
+
+def _member(key, value):
+    def edit(m):
+        m["members"][0][key] = value
+    edit.__name__ = f"member {key}={value}"
+    return edit
+
+
+def _schema_kind(m):
+    m["schema"]["columns"][0]["kind"] = "categorical" if m["schema"]["columns"][0]["kind"] != "categorical" \
+        else "numeric"
+
+
+@pytest.mark.parametrize("edit,what", [
+    (_reverse_classes, "classes"),
+    (_edit("task", "multiclass"), "task"),
+    (_edit("target", "other"), "target"),
+    (_edit("metric", "accuracy"), "metric"),
+    (_edit("validation_score", 0.999), "validation_score"),
+    (_schema_kind, "schema"),
+    (_member("weight", 0.5), "weight"),
+    (_member("learner", "lightgbm"), "description"),
+], ids=["classes-reversed", "task", "target", "metric", "score", "schema", "weight", "learner"])
+def test_a_hand_edited_manifest_is_refused(fitted, tmp_path, edit, what):
+    folder, data = _copy(fitted, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.raises(ModelFileError, match=f"the manifest does not match the model files \\({what} differ"):
+        load_model(folder)
+    if what == "classes":  # the edit that would silently invert every prediction, from the CLI
+        res = run_cli("predict", folder, data, "--output", tmp_path / "p.csv")
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert "does not match the model files" in lines[0] and "refit" in lines[0], lines
+        assert not (tmp_path / "p.csv").exists()
+
+
+def test_swapped_members_and_a_missing_header_are_refused(fitted, tmp_path):
+    from automl.persistence import save_model
+
+    folder, data = _copy(fitted, tmp_path)
+    model = load_model(folder)
+    model.members, model.weights = model.members * 2, [0.25, 0.75]
+    model.description = [{"learner": "logistic", "trial": 0}, {"learner": "logistic", "trial": 1}]
+    save_model(model, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["members"] = manifest["members"][::-1]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="member order differs"):
+        load_model(folder)
+    manifest["members"] = manifest["members"][::-1]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert load_model(folder).weights == [0.25, 0.75]
+    # a model file without the automl header (written by something else), checksum fixed
+    blob = skops_io().dumps(model.members[0])
+    (folder / manifest["members"][0]["file"]).write_bytes(blob)
+    manifest["members"][0]["sha256"] = hashlib.sha256(blob).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="has no automl header"):
+        load_model(folder)
+
+
+def test_an_older_model_format_asks_for_a_refit(fitted, tmp_path):
+    folder, _ = _copy(fitted, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="older automl .*refit the model"):
+        load_model(folder)
+
+
+# ---------------------------------------------------------------- file modes
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == mode
+
+
+def test_predict_output_and_model_files_respect_the_umask(fitted, tmp_path):
+    folder, data = _copy(fitted, tmp_path)
+    out = tmp_path / "p.csv"
+    res = subprocess.run([AUTOML, "predict", str(folder), str(data), "--output", str(out)],
+                         capture_output=True, text=True, env=plugin_env(), cwd=ROOT, umask=0o027,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    model, _ = fitted  # written by `automl fit` in this process (umask of the test run)
+    expected = 0o666 & ~_current_umask()
+    for f in model.iterdir():
+        if f.is_file() and f.suffix in (".json", ".skops"):
+            assert stat.S_IMODE(f.stat().st_mode) == expected, f.name
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+

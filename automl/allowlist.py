@@ -241,19 +241,19 @@ class _Walker:
         self.type(_name(state))
         self.node(state.get("content"))
 
-    def _ReduceNode(self, state: dict[str, Any]) -> None:
-        self.type(_name(state))
+    def _reduce(self, state: dict[str, Any]) -> None:
+        self.type(_name(state))  # the type skops calls with the checked arguments
         reduce = state.get("__reduce__")
         if not isinstance(reduce, dict):
             raise _Refused(f"a malformed node of '{_name(state)}'")
         self.node(reduce.get("args"))
         self.node(state.get("content"))
 
-    _LossNode = _ReduceNode
+    _LossNode = _reduce
 
     def _TreeNode(self, state: dict[str, Any]) -> None:
         self.type("sklearn.tree._tree.Tree")  # skops builds a Tree whatever the node says
-        self._ReduceNode(state)
+        self._reduce(state)
 
     # numpy and scipy
     def _NdArrayNode(self, state: dict[str, Any]) -> None:

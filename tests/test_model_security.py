@@ -299,6 +299,68 @@ def test_an_older_model_format_asks_for_a_refit(fitted, tmp_path):
         load_model(folder)
 
 
+# ---------------------------------------------------------------- the allowlist is complete
+
+def _frame(task: str, dense: bool, n: int = 400) -> pd.DataFrame:
+    """Numbers with missing values and, unless ``dense``, every other column kind (a
+    high-cardinality categorical among them, so target encoding is saved too)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=n)
+    df = pd.DataFrame({"x": x, "z": rng.uniform(size=n), "k": rng.integers(0, 9, n).astype(float)})
+    df.loc[rng.choice(n, 30, replace=False), "z"] = np.nan
+    if not dense:
+        words = np.array(["good", "bad", "great", "poor", "fine", "dull"])
+        df["color"] = rng.choice(["red", "green", "blue"], n)
+        df["code"] = [f"c{v}" for v in rng.integers(0, 300, n)]
+        df["when"] = pd.date_range("2024-01-01", periods=n, freq="D").astype(str)
+        df["review"] = [" ".join(rng.choice(words, 4)) for _ in range(n)]
+        df["flag"] = rng.choice(["yes", "no"], n)
+    score = x + rng.normal(scale=0.5, size=n)
+    df["y"] = {"binary": np.where(score > 0, "pos", "neg"),
+               "multiclass": np.select([score < -0.5, score < 0.5], ["a", "b"], "c"),
+               "regression": score * 10}[task]
+    return df
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,dense", [("binary", True), ("multiclass", False), ("multiclass", True),
+                                        ("regression", False), ("regression", True)])
+def test_every_learner_roundtrips_for_every_task(tmp_path, task, dense):
+    """Each built-in trainer's model (alone and as a bag of fold models) loads through the
+    exact allowlist and predicts what it predicted before saving (binary with every column
+    kind: tests/test_persistence.py)."""
+    import importlib.util
+
+    from automl.config import SearchConfig
+    from automl.contracts import FitData, NullReporter
+    from automl.data import prepare_target
+    from automl.engine import prepare_problem
+    from automl.ensemble import FoldBag
+    from automl.model import AutoMLModel
+    from automl.persistence import save_model
+    from automl.registry import builtin, get_trainer
+
+    X, t = prepare_target(_frame(task, dense), "y")
+    problem = prepare_problem(X, t, SearchConfig(n_trials=1).validate())
+    assert problem.info.task.value == task
+    for name in builtin():
+        if (name == "mlp" and importlib.util.find_spec("lightning") is None) or \
+                (name == "catboost" and importlib.util.find_spec("catboost") is None):
+            continue
+        trainer = get_trainer(name)
+        if problem.info.task not in trainer.tasks:
+            continue
+        data = FitData(problem.X, problem.y, None, None, problem.info, problem.metric)
+        est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
+        bag = FoldBag([est, est], problem.info.task, problem.info.n_classes)
+        model = AutoMLModel(problem.info.schema, problem.info.task, t.classes, problem.metric.name, "y",
+                            [est, bag], [0.5, 0.5], [{"learner": name}, {"learner": name}])
+        save_model(model, tmp_path / name)
+        loaded = load_model(tmp_path / name)
+        np.testing.assert_allclose(loaded.predict_scores(X.head(30)), model.predict_scores(X.head(30)),
+                                   rtol=1e-6, err_msg=name)
+
+
 # ---------------------------------------------------------------- file modes
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

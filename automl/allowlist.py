@@ -106,11 +106,20 @@ def read_schema(data: bytes) -> dict[str, Any]:
     return schema
 
 
+class NotAllowed(ModelFileError):
+    """A model file holds something off the allowlist; ``reason`` names it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"a model file holds something automl does not load ({reason}); refusing "
+                         "to load it — refit the model or restore the folder.")
+
+
 def audit(data: bytes, allow: Allowlist) -> frozenset[str]:
     """Check a skops file against ``allow`` without building anything; return the names it uses.
 
     Raises:
-        ModelFileError: naming the first node refused (an unknown loader, a type or function
+        NotAllowed: naming the first node refused (an unknown loader, a type or function
             off the list, a partial that binds more than plain data).
     """
     try:
@@ -118,16 +127,14 @@ def audit(data: bytes, allow: Allowlist) -> frozenset[str]:
         protocol = schema.get("protocol")
         if protocol not in AUDITED_PROTOCOLS or isinstance(protocol, bool):
             raise _Refused(f"it uses skops protocol {protocol!r}; this automl reads "
-                           f"{sorted(AUDITED_PROTOCOLS)} (refit the model)")
+                           f"{sorted(AUDITED_PROTOCOLS)}")
         walker = _Walker(allow)
         walker.node(schema)
         return frozenset(walker.used)
     except _Refused as exc:
-        raise ModelFileError(f"a model file holds something automl does not load ({exc}); refusing "
-                             "to load it — refit the model or restore the folder.") from None
+        raise NotAllowed(str(exc)) from None
     except RecursionError:
-        raise ModelFileError("a model file is nested too deeply to check; refusing to load it — "
-                             "refit the model or restore the folder.") from None
+        raise NotAllowed("nested too deeply to check") from None
 
 
 def _name(state: dict[str, Any]) -> str:

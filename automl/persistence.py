@@ -29,9 +29,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from automl.allowlist import audit, trainer_allowlist
+from automl.allowlist import NotAllowed, audit, trainer_allowlist
 from automl.contracts import Task
-from automl.exceptions import ModelFileError
+from automl.exceptions import ConfigError, ModelFileError
 from automl.model import AutoMLModel
 from automl.schema import FeatureSchema
 
@@ -108,12 +108,20 @@ def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | N
     })
     members = []
     n = len(model.members)
+    allow = trainer_allowlist()
     for i, (member, weight) in enumerate(zip(model.members, model.weights)):
         desc = _jsonable(model.description[i] if i < len(model.description) else {})
         desc = {k: v for k, v in desc.items() if k not in _FILE_KEYS}
+        skops_bytes = sio.dumps(member)
+        try:  # refuse to write what could not be loaded
+            audit(skops_bytes, allow)
+        except NotAllowed as exc:
+            raise ConfigError(f"the model of learner '{desc.get('learner', '?')}' cannot be saved: "
+                              f"{exc.reason}; its trainer must declare the exact names in `saved_types` "
+                              "(classes) or `saved_functions` (see automl/contracts.py).") from None
         header = {"format": FORMAT, "format_version": FORMAT_VERSION, "member": i, "members": n,
                   "model": about, "weight": float(weight), "description": desc}
-        data = _with_header(sio.dumps(member), header)
+        data = _with_header(skops_bytes, header)
         digest = hashlib.sha256(data).hexdigest()
         name = f"model-{digest[:16]}-{i}.skops"
         atomic_write_bytes(folder / name, data)

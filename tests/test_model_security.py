@@ -23,6 +23,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -359,6 +360,48 @@ def test_every_learner_roundtrips_for_every_task(tmp_path, task, dense):
         loaded = load_model(tmp_path / name)
         np.testing.assert_allclose(loaded.predict_scores(X.head(30)), model.predict_scores(X.head(30)),
                                    rtol=1e-6, err_msg=name)
+
+
+class _Wrapped(BaseEstimator):
+    """A plugin's estimator class: loadable only once its trainer declares it."""
+
+    def __init__(self, inner=None) -> None:
+        self.inner = inner
+
+    def fit(self, X, y=None):
+        return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def predict_proba(self, X):
+        return self.inner.predict_proba(X)
+
+
+def test_a_plugin_trainer_declares_the_types_its_models_hold(fitted, tmp_path, monkeypatch):
+    from automl import registry
+    from automl.exceptions import ConfigError
+    from automl.persistence import save_model
+
+    folder, data = _copy(fitted, tmp_path)
+    model = load_model(folder)
+    pipe = model.members[0]
+    model.members = [Pipeline([pipe.steps[0], ("model", _Wrapped(pipe.steps[-1][1]))])]
+    model.description = [{"learner": "wrapped"}]
+    before = (folder / "manifest.json").read_bytes()
+    with pytest.raises(ConfigError, match=f"learner 'wrapped' cannot be saved: type '{__name__}._Wrapped' "
+                                          "is not on the allowlist; its trainer must declare"):
+        save_model(model, folder)
+    assert (folder / "manifest.json").read_bytes() == before  # nothing written
+
+    class WrappedTrainer:
+        name = "wrapped"
+        saved_types = frozenset({f"{__name__}._Wrapped"})
+
+    monkeypatch.setitem(registry._CUSTOM, "wrapped", WrappedTrainer)
+    save_model(model, folder)
+    X = pd.read_csv(data).drop(columns="y")
+    np.testing.assert_allclose(load_model(folder).predict_scores(X), model.predict_scores(X))
 
 
 # ---------------------------------------------------------------- file modes

@@ -68,12 +68,12 @@ class Allowlist:
     functions: frozenset[str] = CORE_FUNCTIONS
 
     def extended(self, owner: str, types: Iterable[str], functions: Iterable[str]) -> Allowlist:
-        types, functions = frozenset(types), frozenset(functions)
-        for name in types | functions:
+        new_types, new_functions = frozenset(types), frozenset(functions)
+        for name in new_types | new_functions:
             if not isinstance(name, str) or "." not in name or name.endswith(".") or "*" in name:
                 raise ConfigError(f"trainer '{owner}' declares {name!r} in saved_types/saved_functions; "
                                   "give exact dotted names such as 'lightgbm.sklearn.LGBMClassifier'.")
-        return Allowlist(self.types | types, self.functions | functions)
+        return Allowlist(self.types | new_types, self.functions | new_functions)
 
 
 def trainer_allowlist() -> Allowlist:
@@ -94,7 +94,7 @@ class _Refused(Exception):
     """A node outside the allowlist (the message names it)."""
 
 
-def read_schema(data: bytes) -> dict[str, Any]:
+def _read_schema(data: bytes) -> dict[str, Any]:
     """``schema.json`` of a skops file, parsed as JSON (nothing is imported or built)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -123,7 +123,7 @@ def audit(data: bytes, allow: Allowlist) -> frozenset[str]:
             off the list, a partial that binds more than plain data).
     """
     try:
-        schema = read_schema(data)
+        schema = _read_schema(data)
         protocol = schema.get("protocol")
         if protocol not in AUDITED_PROTOCOLS or isinstance(protocol, bool):
             raise _Refused(f"it uses skops protocol {protocol!r}; this automl reads "

@@ -228,7 +228,8 @@ def _member_path(folder: Path, name: Any) -> Path:
 def _member_bytes(folder: Path, member: Any) -> bytes:
     """A listed model file's bytes, once its name and checksum are checked."""
     if not isinstance(member, dict):
-        raise ModelFileError(f"the manifest in '{folder}' lists a model file as {member!r}; refit the model.")
+        raise ModelFileError(f"the manifest in '{folder}' lists a model file as {member!r}; "
+                             "refit the model.")
     path = _member_path(folder, member.get("file"))
     try:
         data = path.read_bytes()
@@ -248,15 +249,20 @@ def _check_header(manifest: dict[str, Any], i: int, data: bytes) -> None:
     listed = {"model": {k: manifest.get(k) for k in MODEL_KEYS}, "member": i,
               "members": len(manifest["members"]), "weight": member.get("weight"),
               "description": {k: v for k, v in member.items() if k not in _FILE_KEYS}}
+    differ = []
     for key, value in listed.items():
         saved = header.get(key)
         if key == "model" and isinstance(saved, dict):
-            diff = [k for k in MODEL_KEYS if saved.get(k) != value.get(k)]  # type: ignore[union-attr]
-        else:
-            diff = [] if saved == value else [{"member": "member order", "members": "member count"}.get(key, key)]
-        if diff:
-            raise ModelFileError(f"the manifest does not match the model files ({', '.join(diff)} differ"
-                                 f"{'s' if len(diff) == 1 else ''}); refit the model or restore the folder.")
+            differ += [k for k in MODEL_KEYS if _canonical(saved.get(k)) != _canonical(value.get(k))]
+        elif _canonical(saved) != _canonical(value):
+            differ.append({"member": "member order", "members": "member count"}.get(key, key))
+    if differ:
+        raise ModelFileError("the manifest does not match the model files (it differs in: "
+                             f"{', '.join(differ)}); refit the model or restore the folder.")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)  # NaN equals NaN here
 
 
 def verify(folder: str | Path) -> tuple[dict[str, Any], list[bytes], list[frozenset[str]]]:
@@ -296,17 +302,7 @@ def load_model(folder: str | Path) -> AutoMLModel:
     manifest, blobs, used = verify(folder)
     members, weights = [], []
     for m, data, names in zip(manifest["members"], blobs, used):
-        # skops audits the tree again: whatever it would refuse must be a name the
-        # allowlist check above accepted, or the two disagree and nothing is built
-        untrusted = sio.get_untrusted_types(data=data)
-        if not set(untrusted) <= names:
-            raise ModelFileError(f"model file '{m['file']}' holds types the allowlist check did not "
-                                 f"see ({', '.join(sorted(set(untrusted) - names)[:5])}); refusing to load it.")
-        try:
-            members.append(sio.loads(data, trusted=untrusted))
-        except Exception as exc:  # noqa: BLE001 - skops raises many kinds on damaged files
-            raise ModelFileError(f"model file '{m['file']}' could not be read ({type(exc).__name__}); "
-                                 "refit the model.") from None
+        members.append(_build(sio, m["file"], data, names))
         weights.append(float(m.get("weight", 1.0)))
     desc = [{k: v for k, v in m.items() if k not in _FILE_KEYS} for m in manifest["members"]]
     return AutoMLModel(
@@ -315,3 +311,23 @@ def load_model(folder: str | Path) -> AutoMLModel:
         target=manifest.get("target", ""), members=members, weights=weights, description=desc,
         validation_score=manifest.get("validation_score"),
     )
+
+
+def _build(sio: Any, name: str, data: bytes, names: frozenset[str]) -> Any:
+    """Deserialize a model file that passed the allowlist check (``names``: what it uses)."""
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # noqa: BLE001 - skops raises many kinds on damaged files
+        raise ModelFileError(f"model file '{name}' could not be read ({type(exc).__name__}); "
+                             "refit the model.") from None
+    # skops audits the tree too: whatever it would refuse must be a name the allowlist
+    # check accepted, or the two disagree and nothing is built
+    unseen = sorted(set(untrusted) - names)
+    if unseen:
+        raise ModelFileError(f"model file '{name}' holds types the allowlist check did not "
+                             f"see ({', '.join(unseen[:5])}); refusing to load it.")
+    try:
+        return sio.loads(data, trusted=untrusted)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelFileError(f"model file '{name}' could not be read ({type(exc).__name__}); "
+                             "refit the model.") from None

@@ -27,6 +27,14 @@ from typing import Any
 from automl.exceptions import ConfigError, ModelFileError
 
 AUDITED_PROTOCOLS = frozenset({2})  # skops schema protocols whose loaders this module knows
+# the skops loaders (node kinds) of that protocol the audit accepts, each checked by its
+# rules below; MethodNode, OperatorFuncNode, MaskedArrayNode and others are refused
+LOADERS = frozenset({
+    "DictNode", "ListNode", "SetNode", "TupleNode", "DefaultDictNode", "JsonNode", "BytesNode",
+    "SliceNode", "CachedNode", "TypeNode", "FunctionNode", "PartialNode", "ObjectNode",
+    "ConstructorFromReduceNode", "LossNode", "TreeNode", "NdArrayNode", "DTypeNode",
+    "RandomStateNode", "RandomGeneratorNode", "SparseMatrixNode",
+})
 
 # Types that are data: JSON-like builtins and numpy scalars. skops stores a numpy scalar
 # as an array node naming its type and builds it by calling the type with the array.
@@ -165,10 +173,9 @@ class _Walker:
         if not isinstance(state, dict):
             raise _Refused(f"a malformed node ({type(state).__name__})")
         loader = state.get("__loader__")
-        visit = getattr(self, f"_{loader}", None) if isinstance(loader, str) else None
-        if visit is None:
+        if loader not in LOADERS:
             raise _Refused(f"loader {loader!r} for '{state.get('__module__')}.{state.get('__class__')}'")
-        visit(state)
+        getattr(self, f"_{loader}")(state)
 
     def nodes(self, states: Any) -> None:
         if not isinstance(states, list):
@@ -208,7 +215,6 @@ class _Walker:
     def _BytesNode(self, state: dict[str, Any]) -> None:
         self.type(_name(state))  # builtins.bytes (read from the zip, never built from a name)
 
-    _BytearrayNode = _BytesNode
 
     def _SliceNode(self, state: dict[str, Any]) -> None:
         content = self._content(state)

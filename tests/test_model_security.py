@@ -217,6 +217,13 @@ def test_partial_is_allowed_only_for_a_declared_function_with_plain_arguments(na
         audit(with_object, Allowlist())
 
 
+@pytest.mark.parametrize("loader", ["MethodNode", "OperatorFuncNode", "content", "reduce", None])
+def test_a_node_kind_the_audit_does_not_know_is_refused(loader):
+    data = _dumps([_Slot()], _node("os", "system", loader, content=_tuple("true")))
+    with pytest.raises(ModelFileError, match=f"loader {loader!r} for 'os.system'"):
+        audit(data, Allowlist())
+
+
 # ---------------------------------------------------------------- manifest edits
 
 def _reverse_classes(m):

@@ -97,6 +97,18 @@ class Trainer(Protocol):
     ``space`` returns Optuna distributions (from ``search_spaces/``); ``default`` a cheap,
     strong first configuration; ``fit`` returns a fitted scikit-learn compatible estimator
     whose ``predict_proba`` (classification) or ``predict`` (regression) takes the raw frame.
+
+    Optional class attributes say what a saved model of this trainer may hold, because a
+    model folder loads only exact, named types (see :mod:`automl.allowlist`):
+
+    - ``saved_types: ClassVar[frozenset[str]]``: the exact dotted names
+      (``module.Class``, as ``type(obj).__module__`` spells it) of the classes its fitted
+      estimator contains beyond the engine's preprocessing, e.g.
+      ``frozenset({"lightgbm.sklearn.LGBMClassifier", "lightgbm.basic.Booster"})``;
+    - ``saved_functions: ClassVar[frozenset[str]]``: plain functions it stores (referenced
+      by name, e.g. in a ``FunctionTransformer``), rarely needed.
+
+    A trainer without them can only save models built from the core types.
     """
 
     name: ClassVar[str]

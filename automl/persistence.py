@@ -4,9 +4,15 @@ The manifest (``manifest.json``) is the commit point: model files are written un
 content-addressed names first, then the manifest is atomically replaced, then stale
 model files are removed. A crash while saving leaves the earlier model intact.
 
-Loading verifies the manifest (format version, paths inside the folder, SHA-256
-checksums, feature schema) *before* deserializing anything, and deserializes with skops,
-which refuses any type outside an allowlist instead of running code on load.
+Each model file is a skops file plus a header (``automl-header.json`` inside its zip)
+that repeats what the manifest says about the model: task, target, metric, class order,
+schema, and the member's weight and description. Loading checks, *before* deserializing
+anything: the manifest (format version, paths inside the folder), each file's SHA-256,
+that its header agrees with the manifest (a hand-edited manifest, e.g. a reversed class
+order, is refused), and that every node of its skops tree is an exact, allowed type or
+function (:mod:`automl.allowlist`). Only then does skops build the objects.
+The checksums and headers guard against accidents and hand edits; the allowlist is what
+stops a folder from running code.
 """
 
 from __future__ import annotations
@@ -18,23 +24,23 @@ import os
 import platform
 import tempfile
 import time
+import zipfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from automl.allowlist import NotAllowed, audit, trainer_allowlist
 from automl.contracts import Task
-from automl.exceptions import ModelFileError
+from automl.exceptions import ConfigError, ModelFileError
 from automl.model import AutoMLModel
 from automl.schema import FeatureSchema
 
 MANIFEST = "manifest.json"
 FORMAT = "automl-model"
-FORMAT_VERSION = 1
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "catboost.", "automl.", "trainers.",
-                    "collections.OrderedDict", "pandas.")
-# Exact names trusted besides the prefixes. functools.partial wraps a function that skops
-# audits as a node of its own, so allowing the wrapper does not allow what it wraps.
-TRUSTED_NAMES = frozenset({"functools.partial"})
+FORMAT_VERSION = 2  # 2: a header in each model file, exact allowlist (1 trusted name prefixes)
+HEADER = "automl-header.json"  # inside each model file's zip, beside skops' schema.json
+MODEL_KEYS = ("task", "target", "metric", "classes", "schema", "validation_score")
+_FILE_KEYS = ("file", "sha256", "weight")  # a member's entry in the manifest, beside its description
 PACKAGES = ("automl", "scikit-learn", "lightgbm", "catboost", "numpy", "pandas", "optuna", "skops", "scipy")
 
 
@@ -49,19 +55,29 @@ def package_versions() -> dict[str, str | None]:
     return {p: _version(p) for p in PACKAGES}
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (no race with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
+
+    The file gets the mode a plain ``open`` would give it (0666 less the umask), not the
+    0600 of the temporary file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -85,21 +101,36 @@ def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | N
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    about = _jsonable({
+        "task": model.task.value, "metric": model.metric, "target": model.target,
+        "classes": model.classes, "schema": model.schema.to_dict(),
+        "validation_score": model.validation_score,
+    })
     members = []
+    n = len(model.members)
+    allow = trainer_allowlist()
     for i, (member, weight) in enumerate(zip(model.members, model.weights)):
-        data = sio.dumps(member)
+        desc = _jsonable(model.description[i] if i < len(model.description) else {})
+        desc = {k: v for k, v in desc.items() if k not in _FILE_KEYS}
+        skops_bytes = sio.dumps(member)
+        try:  # refuse to write what could not be loaded
+            audit(skops_bytes, allow)
+        except NotAllowed as exc:
+            raise ConfigError(f"the model of learner '{desc.get('learner', '?')}' cannot be saved: "
+                              f"{exc.reason}; its trainer must declare the exact names in `saved_types` "
+                              "(classes) or `saved_functions` (see automl/contracts.py).") from None
+        header = {"format": FORMAT, "format_version": FORMAT_VERSION, "member": i, "members": n,
+                  "model": about, "weight": float(weight), "description": desc}
+        data = _with_header(skops_bytes, header)
         digest = hashlib.sha256(data).hexdigest()
         name = f"model-{digest[:16]}-{i}.skops"
         atomic_write_bytes(folder / name, data)
-        desc = model.description[i] if i < len(model.description) else {}
-        members.append({"file": name, "sha256": digest, "weight": float(weight), **_jsonable(desc)})
+        members.append({"file": name, "sha256": digest, "weight": float(weight), **desc})
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": platform.python_version(), "packages": package_versions(),
-        "task": model.task.value, "metric": model.metric, "target": model.target,
-        "classes": _jsonable(model.classes), "schema": model.schema.to_dict(), "members": members,
-        "validation_score": model.validation_score,
+        **about, "members": members,
         **(extra or {}),
     }
     path = folder / MANIFEST
@@ -109,6 +140,26 @@ def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | N
         if stale.name not in keep:
             stale.unlink(missing_ok=True)
     return path
+
+
+def _with_header(data: bytes, header: dict[str, Any]) -> bytes:
+    """The skops file ``data`` with ``header`` added to its zip (skops ignores the entry)."""
+    buf = io.BytesIO(data)
+    with zipfile.ZipFile(buf, "a") as zf:
+        zf.writestr(HEADER, json.dumps(header, sort_keys=True))
+    return buf.getvalue()
+
+
+def _read_header(name: str, data: bytes) -> dict[str, Any]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            header = json.loads(zf.read(HEADER))
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError):
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ModelFileError(f"model file '{name}' has no automl header: it was not written by "
+                             "`automl fit`; refit the model or restore the folder.")
+    return header
 
 
 def skops_io() -> Any:
@@ -158,6 +209,10 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(f"the model was written by a newer automl (model format {version!r}, this "
                              f"automl reads up to {FORMAT_VERSION}); upgrade automl to load it.")
+    if version < FORMAT_VERSION:
+        raise ModelFileError(f"the model was written by an older automl (model format {version}, this "
+                             f"automl reads {FORMAT_VERSION}, which checks each file's types exactly); "
+                             "refit the model with this automl.")
     return manifest
 
 
@@ -170,49 +225,86 @@ def _member_path(folder: Path, name: Any) -> Path:
     return path
 
 
-def verify(folder: str | Path) -> dict[str, Any]:
-    """Check the manifest and every model file's checksum without deserializing anything."""
+def _member_bytes(folder: Path, member: Any) -> bytes:
+    """A listed model file's bytes, once its name and checksum are checked."""
+    if not isinstance(member, dict):
+        raise ModelFileError(f"the manifest in '{folder}' lists a model file as {member!r}; "
+                             "refit the model.")
+    path = _member_path(folder, member.get("file"))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"model file '{member.get('file')}' listed in the manifest is missing; "
+                             "refit the model.") from None
+    if hashlib.sha256(data).hexdigest() != member.get("sha256"):
+        raise ModelFileError(f"model file '{member.get('file')}' does not match its checksum (truncated or "
+                             "modified); refit the model or restore the file.")
+    return data
+
+
+def _check_header(manifest: dict[str, Any], i: int, data: bytes) -> None:
+    """Refuse a manifest that says something else about the model than its model files do."""
+    member = manifest["members"][i]
+    header = _read_header(member["file"], data)
+    listed = {"model": {k: manifest.get(k) for k in MODEL_KEYS}, "member": i,
+              "members": len(manifest["members"]), "weight": member.get("weight"),
+              "description": {k: v for k, v in member.items() if k not in _FILE_KEYS}}
+    differ = []
+    for key, value in listed.items():
+        saved = header.get(key)
+        if key == "model" and isinstance(saved, dict):
+            differ += [k for k in MODEL_KEYS if _canonical(saved.get(k)) != _canonical(value.get(k))]
+        elif _canonical(saved) != _canonical(value):
+            differ.append({"member": "member order", "members": "member count"}.get(key, key))
+    if differ:
+        raise ModelFileError("the manifest does not match the model files (it differs in: "
+                             f"{', '.join(differ)}); refit the model or restore the folder.")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)  # NaN equals NaN here
+
+
+def verify(folder: str | Path) -> tuple[dict[str, Any], list[bytes], list[frozenset[str]]]:
+    """Check a model folder without building anything from it.
+
+    Returns the manifest, each model file's bytes, and the names each file uses (all on the
+    allowlist). Checks: the manifest's format, paths and schema; each file's checksum; that
+    each file's header agrees with the manifest; that each file holds only allowed types.
+    """
     folder = Path(folder)
     manifest = read_manifest(folder)
     members = manifest.get("members")
     if not isinstance(members, list) or not members:
         raise ModelFileError(f"the manifest in '{folder}' lists no model files; refit the model.")
-    for m in members:
-        path = _member_path(folder, m.get("file"))
-        if not path.is_file():
-            raise ModelFileError(f"model file '{m.get('file')}' listed in the manifest is missing; refit the model.")
-        if sha256_file(path) != m.get("sha256"):
-            raise ModelFileError(f"model file '{m.get('file')}' does not match its checksum (truncated or "
-                                 "modified); refit the model or restore the file.")
     try:
         FeatureSchema.from_dict(manifest["schema"])
         Task(manifest["task"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"the manifest's feature schema or task is invalid ({exc}); refit the model.") from None
-    return manifest
+    blobs = [_member_bytes(folder, m) for m in members]
+    for i, data in enumerate(blobs):
+        _check_header(manifest, i, data)
+    allow = trainer_allowlist()
+    return manifest, blobs, [audit(data, allow) for data in blobs]
 
 
 def load_model(folder: str | Path) -> AutoMLModel:
-    """Verify, then load, a model folder written by :func:`save_model`."""
+    """Verify, then load, a model folder written by :func:`save_model`.
+
+    Example:
+        >>> model = load_model("out")  # doctest: +SKIP
+        >>> model.predict(frame)  # doctest: +SKIP
+    """
     sio = skops_io()
 
     folder = Path(folder)
-    manifest = verify(folder)
+    manifest, blobs, used = verify(folder)
     members, weights = [], []
-    for m in manifest["members"]:
-        data = _member_path(folder, m["file"]).read_bytes()
-        untrusted = sio.get_untrusted_types(data=data)
-        bad = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES) and t not in TRUSTED_NAMES]
-        if bad:
-            raise ModelFileError(f"model file '{m['file']}' contains types outside the allowlist "
-                                 f"({', '.join(bad[:5])}); refusing to load it.")
-        try:
-            members.append(sio.loads(data, trusted=untrusted))
-        except Exception as exc:  # noqa: BLE001 - skops raises many kinds on damaged files
-            raise ModelFileError(f"model file '{m['file']}' could not be read ({type(exc).__name__}); "
-                                 "refit the model.") from None
+    for m, data, names in zip(manifest["members"], blobs, used):
+        members.append(_build(sio, m["file"], data, names))
         weights.append(float(m.get("weight", 1.0)))
-    desc = [{k: v for k, v in m.items() if k not in ("file", "sha256", "weight")} for m in manifest["members"]]
+    desc = [{k: v for k, v in m.items() if k not in _FILE_KEYS} for m in manifest["members"]]
     return AutoMLModel(
         schema=FeatureSchema.from_dict(manifest["schema"]), task=Task(manifest["task"]),
         classes=manifest.get("classes"), metric=manifest.get("metric", ""),
@@ -221,5 +313,21 @@ def load_model(folder: str | Path) -> AutoMLModel:
     )
 
 
-def read_json_bytes(data: bytes) -> Any:
-    return json.load(io.BytesIO(data))
+def _build(sio: Any, name: str, data: bytes, names: frozenset[str]) -> Any:
+    """Deserialize a model file that passed the allowlist check (``names``: what it uses)."""
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # noqa: BLE001 - skops raises many kinds on damaged files
+        raise ModelFileError(f"model file '{name}' could not be read ({type(exc).__name__}); "
+                             "refit the model.") from None
+    # skops audits the tree too: whatever it would refuse must be a name the allowlist
+    # check accepted, or the two disagree and nothing is built
+    unseen = sorted(set(untrusted) - names)
+    if unseen:
+        raise ModelFileError(f"model file '{name}' holds types the allowlist check did not "
+                             f"see ({', '.join(unseen[:5])}); refusing to load it.")
+    try:
+        return sio.loads(data, trusted=untrusted)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelFileError(f"model file '{name}' could not be read ({type(exc).__name__}); "
+                             "refit the model.") from None

@@ -62,15 +62,20 @@ def available() -> list[str]:
     return list(_BUILTIN) + [n for n in _CUSTOM if n not in _BUILTIN]
 
 
-def get_trainer(name: str) -> Trainer:
-    """Return an instance of the trainer called ``name``."""
+def trainer_class(name: str) -> type:
+    """The class of the trainer called ``name`` (its module imported on first use)."""
     if name in _CUSTOM:
-        return _CUSTOM[name]()
+        return _CUSTOM[name]
     if name not in _BUILTIN:
         raise ConfigError(f"unknown learner '{name}'; choose from: {', '.join(available())}.")
     module_name, cls_name = _BUILTIN[name].split(":")
     module: Any = importlib.import_module(module_name)
-    return getattr(module, cls_name)()
+    return getattr(module, cls_name)
+
+
+def get_trainer(name: str) -> Trainer:
+    """Return an instance of the trainer called ``name``."""
+    return trainer_class(name)()
 
 
 def input_kinds(name: str) -> frozenset[str]:

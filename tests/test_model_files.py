@@ -3,7 +3,6 @@ deserialized, and output folders replaced only atomically (``--force`` restores 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ from automl import cli
 from automl.persistence import load_model, skops_io
 from tests.runs import (
     load_trials,
+    plant_model_file,
     plugin_env,
     run_cli,
     start_cli,
@@ -48,9 +48,8 @@ def _tamper_bytes(folder, manifest):
 
 
 def _untrusted_type(folder, manifest):
-    data = skops_io().dumps({"f": os.system})  # would run code if it were loaded trusting it
-    (folder / manifest["members"][0]["file"]).write_bytes(data)
-    manifest["members"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+    plant_model_file(folder, skops_io().dumps({"f": os.system}))  # would run code if loaded trusting it
+    manifest.update(json.loads((folder / "manifest.json").read_text()))
 
 
 def _escape(folder, manifest):

@@ -38,6 +38,10 @@ class PreprocessedTrainer:
     name: ClassVar[str]
     tasks: ClassVar[frozenset[Task]]
     style: ClassVar[str] = "tree"
+    # exact names of the classes/functions a saved model holds beyond the engine's
+    # preprocessing (see automl.contracts.Trainer and automl.allowlist)
+    saved_types: ClassVar[frozenset[str]] = frozenset()
+    saved_functions: ClassVar[frozenset[str]] = frozenset()
 
     def space(self, info: DataInfo) -> Mapping[str, Any]:
         return type(self).space_fn(info)  # type: ignore[attr-defined]

@@ -77,6 +77,8 @@ class CatBoostTrainer:
     name = "catboost"
     tasks = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
     style = "tree"
+    saved_types = frozenset({"trainers.catboost_trainer.CatBoostModel", "catboost.core.CatBoostClassifier",
+                             "catboost.core.CatBoostRegressor"})
 
     def __init__(self) -> None:
         if importlib.util.find_spec("catboost") is None:

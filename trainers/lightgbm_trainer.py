@@ -41,6 +41,8 @@ class LightGBMTrainer:
     name = "lightgbm"
     tasks = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
     style = "tree"
+    saved_types = frozenset({"lightgbm.sklearn.LGBMClassifier", "lightgbm.sklearn.LGBMRegressor",
+                             "lightgbm.basic.Booster", "sklearn.preprocessing._label.LabelEncoder"})
 
     def space(self, info: DataInfo) -> Mapping[str, Any]:
         return lgb_space.space(info)

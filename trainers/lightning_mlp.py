@@ -482,6 +482,7 @@ class MLPTrainer:
     name = "mlp"
     tasks = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
     needs_accelerator = True
+    saved_types = frozenset({"trainers.lightning_mlp.MLPEstimator"})  # weights as safetensors bytes
 
     def __init__(self) -> None:
         _check_dependencies()

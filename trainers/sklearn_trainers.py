@@ -31,6 +31,7 @@ REG = frozenset({Task.REGRESSION})
 ALL = CLF | REG
 HGB_STAGES = (32, 64, 128, 256, 512, 1024)
 FOREST_STEPS = 4
+_HGB = "sklearn.ensemble._hist_gradient_boosting."
 
 
 def _clf(data: FitData) -> bool:
@@ -44,6 +45,7 @@ class LogisticTrainer(PreprocessedTrainer):
     space_fn = staticmethod(linear.logistic_space)
     default_fn = staticmethod(linear.logistic_default)
     portfolio_fn = staticmethod(linear.logistic_portfolio)
+    saved_types = frozenset({"sklearn.linear_model._logistic.LogisticRegression"})
 
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
         return LogisticRegression(C=params["C"], class_weight=params.get("class_weight"),
@@ -57,6 +59,7 @@ class RidgeTrainer(PreprocessedTrainer):
     space_fn = staticmethod(linear.ridge_space)
     default_fn = staticmethod(linear.ridge_default)
     portfolio_fn = staticmethod(linear.ridge_portfolio)
+    saved_types = frozenset({"sklearn.linear_model._ridge.Ridge"})
 
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
         return Ridge(alpha=params["alpha"])
@@ -68,6 +71,7 @@ class ElasticNetTrainer(PreprocessedTrainer):
     style = "linear"
     space_fn = staticmethod(linear.elasticnet_space)
     default_fn = staticmethod(linear.elasticnet_default)
+    saved_types = frozenset({"sklearn.linear_model._coordinate_descent.ElasticNet"})
 
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
         return ElasticNet(alpha=params["alpha"], l1_ratio=params["l1_ratio"], max_iter=2000,
@@ -80,6 +84,15 @@ class KNNTrainer(PreprocessedTrainer):
     style = "linear"
     space_fn = staticmethod(knn.space)
     default_fn = staticmethod(knn.default)
+    saved_types = frozenset({
+        "sklearn.neighbors._classification.KNeighborsClassifier",
+        "sklearn.neighbors._regression.KNeighborsRegressor",
+        # the neighbour search structure auto picks, its metric (p = 1 or 2), sparse inputs
+        "sklearn.neighbors._kd_tree.KDTree", "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.metrics._dist_metrics.ManhattanDistance64",
+        "scipy.sparse._csr.csr_matrix",
+    })
 
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
         k = max(1, min(int(params["n_neighbors"]), len(data.y_train)))
@@ -122,11 +135,22 @@ class _ForestTrainer(PreprocessedTrainer):
 class RandomForestTrainer(_ForestTrainer):
     name = "random_forest"
     classes = (RandomForestClassifier, RandomForestRegressor)
+    saved_types = frozenset({
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.ensemble._forest.RandomForestRegressor",
+        "sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.DecisionTreeRegressor",
+        "sklearn.tree._tree.Tree",
+    })
 
 
 class ExtraTreesTrainer(_ForestTrainer):
     name = "extra_trees"
     classes = (ExtraTreesClassifier, ExtraTreesRegressor)
+    saved_types = frozenset({
+        "sklearn.ensemble._forest.ExtraTreesClassifier", "sklearn.ensemble._forest.ExtraTreesRegressor",
+        "sklearn.tree._classes.ExtraTreeClassifier", "sklearn.tree._classes.ExtraTreeRegressor",
+        "sklearn.tree._tree.Tree",
+    })
 
 
 class HistGBTrainer(PreprocessedTrainer):
@@ -135,6 +159,21 @@ class HistGBTrainer(PreprocessedTrainer):
     space_fn = staticmethod(hist_gb.space)
     default_fn = staticmethod(hist_gb.default)
     portfolio_fn = staticmethod(hist_gb.portfolio)
+    saved_types = frozenset({
+        _HGB + "gradient_boosting.HistGradientBoostingClassifier",
+        _HGB + "gradient_boosting.HistGradientBoostingRegressor",
+        _HGB + "binning._BinMapper", _HGB + "predictor.TreePredictor",
+        "sklearn.preprocessing._label.LabelEncoder", "numpy.random._generator.Generator",
+        # the default loss of each task and its link
+        "sklearn._loss.loss.HalfBinomialLoss", "sklearn._loss.loss.HalfMultinomialLoss",
+        "sklearn._loss.loss.HalfSquaredError", "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn._loss._loss.CyHalfMultinomialLoss", "sklearn._loss._loss.CyHalfSquaredError",
+        "sklearn._loss.link.LogitLink", "sklearn._loss.link.MultinomialLogit",
+        "sklearn._loss.link.IdentityLink", "sklearn._loss.link.Interval",
+    })
+    # kept as partial(check_array, dtype=[float64], ensure_all_finite=False) when it has
+    # categorical features
+    saved_functions = frozenset({"sklearn.utils.validation.check_array"})
 
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
         common = dict(

@@ -42,11 +42,11 @@ def test_gpus_per_trial_without_a_gpu_is_refused(tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
-def test_missing_ray_extra_names_it():
+def test_missing_ray_extra_names_it(tmp_path):
     code = ("import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
             "from automl.cli import main\n"
             f"sys.exit(main(['fit', {str(ROOT / 'examples' / 'penguins.csv')!r}, '--target', "
-            "'species', '--executor', 'ray', '--n-trials', '1', '--output', '/nonexistent/x']))")
+            f"'species', '--executor', 'ray', '--n-trials', '1', '--output', {str(tmp_path / 'o')!r}]))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          timeout=120)
     assert res.returncode == 2, res.stderr
@@ -68,3 +68,17 @@ def test_local_children_share_gpus_by_fraction(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="sees 2 GPU"):
         engine.fit(X, target, SearchConfig(n_trials=1, time_budget=None, gpus_per_trial=3),
                    target_name="y", storage_url=f"sqlite:///{tmp_path}/t.db")
+
+
+def test_the_python_api_takes_the_executor_options(tmp_path):
+    from automl import AutoMLClassifier
+
+    df = pd.read_csv(tiny_csv(tmp_path / "d.csv"))
+    X, y = df.drop(columns="y"), df["y"]
+    clf = AutoMLClassifier(n_trials=2, time_budget=None, include=["logistic"], executor="ray",
+                           n_jobs=2)
+    with pytest.raises(ConfigError, match="--n-jobs 2 cannot be combined with --executor ray"):
+        clf.fit(X, y)
+    clf = AutoMLClassifier(n_trials=2, time_budget=None, include=["logistic"], executor="inprocess",
+                           cpus_per_trial=1).fit(X, y)
+    assert len(clf.study_.trials) >= 2 and clf.get_params()["executor"] == "inprocess"

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import tempfile
 
 import pytest
@@ -21,7 +22,15 @@ from optuna.trial import TrialState
 
 from automl.persistence import load_model
 from tests.conftest import ROOT
-from tests.runs import load_trials, plugin_env, run_cli, start_cli, tiny_csv, wait_until
+from tests.runs import (
+    load_trials,
+    plugin_env,
+    run_cli,
+    start_cli,
+    tiny_csv,
+    wait_group_gone,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                 reason="the `ray` extra is not installed")
@@ -135,21 +144,54 @@ def test_fractional_gpus_share_logical_gpus(cluster, tmp_path):
         _remove(cluster, nodes)
 
 
-def test_trial_over_its_memory_cap_on_a_ray_worker_fails_and_the_search_goes_on(cluster, tmp_path):
+def test_trials_over_their_memory_cap_or_time_limit_on_ray_fail_and_the_search_goes_on(cluster,
+                                                                                     tmp_path):
     nodes = _add_nodes(cluster, 1, num_cpus=2)
     try:
         data, out = tiny_csv(tmp_path / "d.csv"), tmp_path / "out"
-        res = run_cli("fit", data, "--target", "y", "--include", "hog,logistic", "--cv", "holdout",
-                      "--n-trials", 4, "--memory-limit", 300, "--executor", "ray",
-                      "--ray-address", cluster.address, "--output", out, env=_env())
+        res = run_cli("fit", data, "--target", "y", "--include", "hog,hang,logistic", "--cv",
+                      "holdout", "--n-trials", 4, "--memory-limit", 300, "--trial-timeout", 4,
+                      "--executor", "ray", "--ray-address", cluster.address, "--output", out,
+                      env=_env())
         assert res.returncode == 0, res.stderr
-        trials = load_trials(f"sqlite:///{out}/study.db")
-        hog = [t for t in trials if t.params.get("learner") == "hog" and t.state.is_finished()]
-        assert hog and all(t.state == TrialState.FAIL for t in hog)
-        assert all("memory" in t.user_attrs["fail_reason"] for t in hog), \
-            [t.user_attrs.get("fail_reason") for t in hog]
-        assert not any("retry_of" in t.user_attrs for t in trials)  # memory: no retry
-        assert any(t.state == TrialState.COMPLETE and t.params["learner"] == "logistic" for t in trials)
+        trials = [t for t in load_trials(f"sqlite:///{out}/study.db") if t.state.is_finished()]
+        reasons = {t.params["learner"]: t.user_attrs.get("fail_reason", "") for t in trials}
+        states = {t.params["learner"]: t.state for t in trials}
+        assert states["hog"] == TrialState.FAIL and "memory" in reasons["hog"], reasons
+        assert states["hang"] == TrialState.FAIL and "time limit" in reasons["hang"], reasons
+        assert not any("retry_of" in t.user_attrs for t in trials)  # limits: no retry
+        assert states["logistic"] == TrialState.COMPLETE
         assert load_model(out).description[0]["learner"] == "logistic"
     finally:
         _remove(cluster, nodes)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_ray_work_then_resume_continues(tmp_path):
+    """A local Ray instance (no --ray-address): Ctrl-C to the whole group exits 130 with one
+    line, leaves no process behind, and --resume runs the interrupted configurations again."""
+    data, out = tiny_csv(tmp_path / "d.csv"), tmp_path / "out"
+    url = f"sqlite:///{out}/study.db"
+    env = plugin_env(AUTOML_TEST_SLEEP_S="1.5",
+                     RAY_TMPDIR=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    args = ("fit", data, "--target", "y", "--include", "sleepy", "--cv", "holdout",
+            "--executor", "ray", "--output", out)
+    proc = start_cli(*args, "--n-trials", 30, env=env, log_dir=tmp_path)
+    wait_until(lambda: sum(t.state == TrialState.COMPLETE for t in load_trials(url)) >= 2, 240,
+               "two finished trials", proc=proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    wait_group_gone(proc.pid, 30)
+    err = (tmp_path / "run.err").read_text()
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        "automl: interrupted; resume with: automl fit "), err
+    before = load_trials(url)
+    interrupted = [t.number for t in before if t.user_attrs.get("interrupted")]
+    assert interrupted and all(t.state.is_finished() or t.state == TrialState.WAITING for t in before)
+    res = run_cli(*args, "--resume", "--n-trials", len(before) + len(interrupted) + 1, env=env)
+    assert res.returncode == 0, res.stderr
+    after = load_trials(url)
+    assert sorted(t.user_attrs["retry_of"] for t in after if "retry_of" in t.user_attrs) == \
+        sorted(interrupted)
+    done_before = {t.number for t in before if t.state == TrialState.COMPLETE}
+    assert done_before <= {t.number for t in after if t.state == TrialState.COMPLETE}

@@ -148,7 +148,11 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
     executor = make_executor(config, storage_url)  # refuses what it cannot honour, before the study
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = open_study(config, problem, storage_url, study_name, resume, target_name)
+        try:
+            study = open_study(config, problem, storage_url, study_name, resume, target_name)
+        except BaseException:
+            executor.close()
+            raise
         budget = Budget(start=start, time_budget=config.time_budget, n_trials=config.n_trials,
                         trial_timeout=config.trial_timeout)
         if config.time_budget:

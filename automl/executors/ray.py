@@ -128,9 +128,15 @@ def _ask_parent_report(step: int, value: float) -> bool:
 
 
 def _trial_task(refs: list[Any], spec: TrialSpec, board: Any, custom: Sequence[type],
-                mem_cap_mb: float | None, n_parallel: int) -> Outcome:
+                mem_cap_mb: float | None, n_parallel: int, submitted_at: float) -> Outcome:
     import ray
 
+    # the trial's time counts from its submission: a task that waited for a worker (or for
+    # one to import automl) gets that much less, so the search still ends on time
+    # (this compares the driver's and this node's wall clocks: keep them synced, e.g. NTP)
+    late = min(max(0.0, time.time() - submitted_at), spec.limit_s)
+    spec = dataclasses.replace(spec, soft_s=max(0.1, spec.soft_s - late),
+                               limit_s=max(0.2, spec.limit_s - late))
     problem = _worker_problem(refs, custom)
     where: dict[str, Any] = {"ray_node": ray.get_runtime_context().get_node_id()}
     if ray.get_runtime_context().get_accelerator_ids().get("GPU"):
@@ -189,7 +195,7 @@ class RayExecutor:
         self.cpus = float(config.cpus_per_trial or 1.0)
         self.gpus = float(config.gpus_per_trial or 0.0)
         self.accelerator = "gpu" if self.gpus > 0 else "cpu"
-        self.started_ray = False
+        self.connected_here = False
         self.running: dict[int, _Running] = {}
         self.capacity = 0
         self._resources_at = -math.inf
@@ -198,8 +204,9 @@ class RayExecutor:
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, problem: Problem) -> None:
         ray = self.ray
-        if not ray.is_initialized():
+        if not ray.is_initialized():  # else: the caller's own Ray session, left connected
             self._connect(problem)
+            self.connected_here = True
         from automl.registry import _CUSTOM
 
         self.custom = [_CUSTOM[n] for n in problem.learners if n in _CUSTOM]
@@ -233,7 +240,6 @@ class RayExecutor:
             store_mb = int(min(MAX_STORE_MB, max(MIN_STORE_MB, 8 * data_mb)))
             ray.init(num_cpus=os.cpu_count(), object_store_memory=store_mb * 2**20,
                      include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-            self.started_ray = True
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - connection errors come in many kinds
@@ -263,17 +269,20 @@ class RayExecutor:
         self.capacity = cap
 
     def close(self) -> None:
-        if not self.ray.is_initialized():
-            return
         try:
-            self.cancel_all()
+            if self.ray.is_initialized():
+                try:
+                    self.cancel_all()
+                finally:
+                    if self.connected_here:  # stops the instance started here, else disconnects
+                        self.ray.shutdown()
         finally:
-            self.ray.shutdown()  # stops the instance started here; else only disconnects
-            for key, value in self._env.items():  # the token of this run's instance
+            for key, value in self._env.items():  # this run's token settings
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+            self._env = {}
 
     # -- the shared preprocessing stays in the object store ----------------------------------------
     def share_preprocessing(self, styles: Sequence[str], seed: int, limit_s: float) -> None:
@@ -299,7 +308,8 @@ class RayExecutor:
 
     def submit(self, spec: TrialSpec, hooks: TrialHooks) -> None:
         ref = self.trial_fn.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
-            self.refs, spec, self.board, self.custom, self.config.memory_limit_mb, self.n_parallel)
+            self.refs, spec, self.board, self.custom, self.config.memory_limit_mb, self.n_parallel,
+            time.time())
         self.running[spec.number] = _Running(ref, spec, hooks,
                                              time.monotonic() + spec.limit_s + DRIVER_GRACE_S)
 

@@ -52,12 +52,14 @@ def cluster():
                        "AUTOML_PLUGINS": "tests.fake_trainers"})  # fake trainers
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, shutdown_at_exit=False,
-                head_node_args={"num_cpus": 0, "object_store_memory": STORE})
+    c = None
     try:
+        c = Cluster(initialize_head=True, shutdown_at_exit=False,
+                    head_node_args={"num_cpus": 0, "object_store_memory": STORE})
         yield c
     finally:
-        c.shutdown()  # stops the processes of the nodes it started, nothing else
+        if c is not None:
+            c.shutdown()  # stops the processes of the nodes it started, nothing else
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -171,10 +173,16 @@ def test_trials_over_their_memory_cap_or_time_limit_on_ray_fail_and_the_search_g
 def test_ctrl_c_stops_the_ray_work_then_resume_continues(tmp_path):
     """A local Ray instance (no --ray-address): Ctrl-C to the whole group exits 130 with one
     line, leaves no process behind, and --resume runs the interrupted configurations again."""
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: socket paths are limited
+    try:
+        _ctrl_c_then_resume(tmp_path, plugin_env(AUTOML_TEST_SLEEP_S="1.5", RAY_TMPDIR=ray_tmp))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _ctrl_c_then_resume(tmp_path, env) -> None:
     data, out = tiny_csv(tmp_path / "d.csv"), tmp_path / "out"
     url = f"sqlite:///{out}/study.db"
-    env = plugin_env(AUTOML_TEST_SLEEP_S="1.5",
-                     RAY_TMPDIR=tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     args = ("fit", data, "--target", "y", "--include", "sleepy", "--cv", "holdout",
             "--executor", "ray", "--output", out)
     proc = start_cli(*args, "--n-trials", 30, env=env, log_dir=tmp_path)

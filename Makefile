@@ -19,7 +19,7 @@ venv: $(STAMP)
 # torch first, pinned to the CPU build; then the extras that need it.
 $(DEV_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev,deep,image]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,deep,image,ray]"
 	touch $@
 
 dev: $(DEV_STAMP)

@@ -39,7 +39,9 @@ class _AutoMLBase(BaseEstimator):
                  include: list[str] | None = None, exclude: list[str] | None = None,
                  cv: int | str = "auto", seed: int = 0, storage: str | None = None,
                  study_name: str | None = None, n_jobs: int = 1, isolate: bool = False,
-                 memory_limit_mb: float | None = None, verbose: int = 0) -> None:
+                 memory_limit_mb: float | None = None, executor: str | None = None,
+                 ray_address: str | None = None, cpus_per_trial: float | None = None,
+                 gpus_per_trial: float = 0.0, verbose: int = 0) -> None:
         self.time_budget = time_budget
         self.n_trials = n_trials
         self.metric = metric
@@ -54,6 +56,10 @@ class _AutoMLBase(BaseEstimator):
         self.n_jobs = n_jobs
         self.isolate = isolate
         self.memory_limit_mb = memory_limit_mb
+        self.executor = executor
+        self.ray_address = ray_address
+        self.cpus_per_trial = cpus_per_trial
+        self.gpus_per_trial = gpus_per_trial
         self.verbose = verbose
 
     def __sklearn_tags__(self) -> Any:
@@ -97,7 +103,10 @@ class _AutoMLBase(BaseEstimator):
             sampler=self.sampler, pruner=self.pruner, seed=self.seed, storage=self.storage,
             study_name=self.study_name, n_jobs=self.n_jobs, include=self.include,
             exclude=self.exclude, cv=self.cv, memory_limit_mb=self.memory_limit_mb,
-            isolate=self.isolate,
+            isolate=self.isolate or self.executor in ("local", "ray"),
+            executor=self.executor or ("local" if self.isolate else "inprocess"),
+            ray_address=self.ray_address, cpus_per_trial=self.cpus_per_trial,
+            gpus_per_trial=self.gpus_per_trial,
         )
 
     def _fit(self, Xf: pd.DataFrame, target: Target) -> Any:
@@ -130,7 +139,8 @@ class _AutoMLBase(BaseEstimator):
         self.model_ = result.model
         self.study_ = result.study
         self.leaderboard_ = leaderboard(result.study, problem.metric.greater_is_better)
-        from automl.search import best_trials, learner_params
+        from automl.objective import learner_params
+        from automl.study import best_trials
 
         best = best_trials(result.study, problem.metric, 1)[0]
         self.best_learner_, self.best_params_ = learner_params(best)

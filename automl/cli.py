@@ -113,8 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop any single trial after this long")
     fit.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
                      help="device for deep learners (auto: a GPU when one is visible)")
-    fit.add_argument("--gpus-per-trial", type=_number, default=0.0, metavar="N",
-                     help="GPUs each deep-learning trial may use (0: CPU unless --accelerator gpu)")
+    _add_executor_flags(fit)
     fit.add_argument("--resume", action="store_true",
                      help="continue the search saved in --output (after Ctrl-C, a crash or a kill; "
                      "--n-trials then counts the trials already run); with --storage and "
@@ -168,6 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# -- where trials run (issue 13): --executor, --ray-address, --cpus-per-trial, --gpus-per-trial --
+def _add_executor_flags(fit: argparse.ArgumentParser) -> None:
+    fit.add_argument("--executor", default="local", choices=["local", "inprocess", "ray"],
+                     help="where trials run: local (forked processes with hard time and memory "
+                     "limits), inprocess (this process, no limits; same as --no-isolation), ray "
+                     "(Ray tasks on a cluster; needs `pip install 'automl[ray]'`)")
+    fit.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                     help="with --executor ray: the cluster to join (HOST:PORT or auto); default: "
+                     "start a local Ray instance on 127.0.0.1 for this run")
+    fit.add_argument("--cpus-per-trial", type=_number, default=None, metavar="N",
+                     help="CPUs each trial reserves on Ray (default 1) and threads it uses")
+    fit.add_argument("--gpus-per-trial", type=_number, default=0.0, metavar="F",
+                     help="GPUs each trial gets (fractions share a GPU: 0.5 runs two trials per "
+                     "GPU); refused where no GPU is visible")
+
+
+def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"executor": args.executor, "ray_address": args.ray_address,
+            "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}
+# -- end of the executor flags --------------------------------------------------------------
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="print only warnings and errors")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug messages")
@@ -218,7 +239,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         sampler=args.sampler, pruner=args.pruner, seed=args.seed, n_jobs=args.n_jobs,
         include=args.include, exclude=args.exclude, cv=args.cv, memory_limit_mb=args.memory_limit,
         trial_timeout=args.trial_timeout, isolate=not args.no_isolation, bagging=args.bagging,
-        accelerator=args.accelerator, gpus_per_trial=args.gpus_per_trial,
+        accelerator=args.accelerator, **_executor_options(args),
     ).validate()
     # out-of-fold predictions live in the output folder, so a resumed run can still
     # ensemble the trials of the run it continues

@@ -14,6 +14,7 @@ PRUNERS = ("median", "halving", "hyperband", "none")
 SMALL_DATA_ROWS = 20_000
 TASKS = ("auto", "binary", "multiclass", "regression")
 MAX_SEED = 2**32 - 1  # numpy's and the learners' seeds are 32-bit
+EXECUTORS = ("local", "inprocess", "ray")
 
 
 def _whole(value: object) -> bool:
@@ -54,6 +55,10 @@ class SearchConfig:
     n_threads: int | None = None
     accelerator: str = "auto"  # auto, cpu, gpu
     gpus_per_trial: float = 0.0
+    # where trials run: local (forked children with limits), inprocess, ray (see automl.executors)
+    executor: str = "local"
+    ray_address: str | None = None  # HOST:PORT or "auto"; None: start a local Ray instance
+    cpus_per_trial: float | None = None  # Ray: CPUs a trial task reserves (1); also its threads
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> SearchConfig:
@@ -90,6 +95,7 @@ class SearchConfig:
         if not (isinstance(self.gpus_per_trial, (int, float)) and math.isfinite(self.gpus_per_trial)
                 and self.gpus_per_trial >= 0):
             raise bad("--gpus-per-trial", self.gpus_per_trial, "give 0 or more GPUs per trial.")
+        self._validate_executor()
         if isinstance(self.cv, str) and self.cv not in ("auto", "holdout"):
             try:
                 self.cv = int(self.cv)
@@ -99,6 +105,29 @@ class SearchConfig:
                 (isinstance(self.cv, int) and self.cv < 2):
             raise bad("--cv", self.cv, "give 'auto', 'holdout' or a number of folds >= 2.")
         return self
+
+    def _validate_executor(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"--executor got {self.executor!r}; choose one of: {', '.join(EXECUTORS)}.")
+        if self.cpus_per_trial is not None and not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
+            raise ConfigError(f"--cpus-per-trial got {self.cpus_per_trial!r}; give a positive number.")
+        if self.executor != "ray":
+            if (self.executor == "inprocess" or not self.isolate) and self.n_jobs > 1:
+                raise ConfigError(f"--n-jobs {self.n_jobs} needs trials in their own processes, but "
+                                  "--no-isolation runs them here one at a time; drop one of them.")
+            if self.ray_address:
+                raise ConfigError(f"--ray-address {self.ray_address} needs --executor ray; add it, "
+                                  "or drop --ray-address.")
+            return
+        if self.n_jobs > 1:
+            raise ConfigError(f"--n-jobs {self.n_jobs} cannot be combined with --executor ray (Ray runs "
+                              "as many trials at once as the cluster offers); drop --n-jobs.")
+        if not self.isolate:
+            raise ConfigError("--no-isolation cannot be combined with --executor ray (Ray trials run "
+                              "in their own processes); drop one of them.")
+        if self.accelerator == "gpu" and not self.gpus_per_trial:
+            raise ConfigError("--accelerator gpu with --executor ray needs --gpus-per-trial (the "
+                              "GPUs Ray gives each trial); add e.g. --gpus-per-trial 1.")
 
     def resolved_accelerator(self) -> str:
         """``cpu`` or ``gpu``: ``auto`` takes a GPU when one is visible and torch is installed.
@@ -124,11 +153,17 @@ class SearchConfig:
             raise ConfigError("--accelerator gpu but no CUDA GPU is visible; use --accelerator auto or cpu.")
         return "cpu"
 
+    def n_parallel(self) -> int:
+        """How many trials may run at once (on Ray: as many as the cluster offers, so >1)."""
+        return max(2, self.n_jobs) if self.executor == "ray" else self.n_jobs
+
     def threads_per_trial(self, n_rows: int | None = None) -> int:
         """Threads per trial: the cores shared by the workers; one for small data, where
         threading costs more than it gains (and spins badly on a busy machine)."""
         if self.n_threads:
             return int(self.n_threads)
+        if self.cpus_per_trial:
+            return max(1, int(self.cpus_per_trial))
         if n_rows is not None and n_rows < SMALL_DATA_ROWS:
             return 1
         return max(1, (os.cpu_count() or 1) // self.n_jobs)

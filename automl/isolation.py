@@ -103,9 +103,10 @@ def ask_parent(message: Any) -> Any:
 
 
 def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
-                parent_pid: int | None = None) -> None:
+                parent_pid: int | None = None, env: dict[str, str] | None = None) -> None:
     global _CHANNEL
     _CHANNEL = conn
+    os.environ.update(env or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     release_signals()
@@ -139,71 +140,110 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
         os._exit(0)
 
 
-def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | None,
-                 on_message: Callable[[Any], Any] | None = None) -> ChildOutcome:
-    """Run ``fn`` in a forked child; kill it at ``deadline`` (``time.monotonic``) or over the cap.
+class IsolatedChild:
+    """One job in a forked child, watched without blocking: :meth:`poll` answers the child's
+    questions, enforces the deadline and the memory cap, and returns the outcome once known.
 
-    ``on_message`` answers the child's :func:`ask_parent` calls (e.g. pruning decisions).
+    Several children can be watched by one parent (the local executor runs ``--n-jobs`` of
+    them at once); :func:`run_isolated` watches one until it ends.
     """
-    ctx = mp.get_context("fork")
-    recv, send = ctx.Pipe(duplex=True)
-    proc = ctx.Process(target=_child_main, args=(send, fn, mem_cap_mb, os.getpid()), daemon=False)
-    # The child starts out sharing this process's pages (counted in its RSS): the cap is on
-    # what the trial adds to them.
-    base = psutil.Process().memory_info().rss
-    peak = 0.0
-    try:
-        with signals_held():
-            proc.start()
-        send.close()
-        ps = psutil.Process(proc.pid)
-        while True:
-            if recv.poll(POLL_S):
+
+    def __init__(self, fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | None,
+                 on_message: Callable[[Any], Any] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        ctx = mp.get_context("fork")
+        self.conn, send = ctx.Pipe(duplex=True)
+        self.deadline = deadline
+        self.mem_cap_mb = mem_cap_mb
+        self.on_message = on_message
+        self.proc = ctx.Process(target=_child_main, args=(send, fn, mem_cap_mb, os.getpid(), env),
+                                daemon=False)
+        # The child starts out sharing this process's pages (counted in its RSS): the cap is on
+        # what the trial adds to them.
+        self._base = psutil.Process().memory_info().rss
+        self.peak_mb = 0.0
+        try:
+            with signals_held():
+                self.proc.start()
+        finally:
+            send.close()
+        self._ps = psutil.Process(self.proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid or 0)
+
+    def poll(self, timeout: float = 0.0) -> ChildOutcome | None:
+        """Wait up to ``timeout`` seconds for news; the outcome once the child is done."""
+        try:
+            if self.conn.poll(timeout):
                 try:
-                    status, payload = pickle.loads(recv.recv_bytes())
+                    status, payload = pickle.loads(self.conn.recv_bytes())
                 except EOFError:
                     status, payload = "crashed", None
                 if status == "ask":
-                    _answer(recv, on_message, payload)
-                    continue
-                break
-            if not proc.is_alive():
-                status, payload = "crashed", None
-                break
-            if time.monotonic() > deadline:
-                _kill(proc)
+                    _answer(self.conn, self.on_message, payload)
+                    return None
+                return self._finish(status, payload)
+            if not self.proc.is_alive():
+                return self._finish("crashed", None)
+            if time.monotonic() > self.deadline:
+                self.kill()
                 return ChildOutcome("timeout", reason="stopped: ran past its time limit")
-            if mem_cap_mb:
+            if self.mem_cap_mb:
                 try:
-                    own = max(0, ps.memory_info().rss - base)
-                    rss = (own + sum(p.memory_info().rss for p in ps.children(recursive=True))) / 2**20
+                    own = max(0, self._ps.memory_info().rss - self._base)
+                    rss = (own + sum(p.memory_info().rss
+                                     for p in self._ps.children(recursive=True))) / 2**20
                 except psutil.Error:
                     rss = 0.0
-                peak = max(peak, rss)
-                if rss > mem_cap_mb:
-                    _kill(proc)
-                    return ChildOutcome(
-                        "memory", reason=f"stopped: memory {rss:.0f} MB over the cap of {mem_cap_mb:.0f} MB")
-    except BaseException:
-        _kill(proc)
-        raise
-    proc.join(timeout=5)
-    if proc.is_alive():
-        _kill(proc)
-    if status == "crashed":
-        code = proc.exitcode
-        sig = -code if code is not None and code < 0 else None
-        why = f"killed by signal {signal.Signals(sig).name}" if sig else f"exit status {code}"
-        hint = " (likely over its memory cap)" if mem_cap_mb and sig in (signal.SIGABRT, signal.SIGSEGV, signal.SIGKILL) else ""
-        return ChildOutcome("crashed", reason=f"the trial process died: {why}{hint}")
-    if status == "ok":
-        return ChildOutcome("ok", value=payload)
-    if status == "pruned":
-        return ChildOutcome("pruned", reason=str(payload))
-    if status == "memory":
-        return ChildOutcome("memory", reason=str(payload))
-    reason, tb = payload
-    return ChildOutcome("failed", value=tb, reason=reason)
+                self.peak_mb = max(self.peak_mb, rss)
+                if rss > self.mem_cap_mb:
+                    self.kill()
+                    return ChildOutcome("memory", reason=f"stopped: memory {rss:.0f} MB over the cap "
+                                        f"of {self.mem_cap_mb:.0f} MB")
+        except BaseException:
+            self.kill()
+            raise
+        return None
+
+    def _finish(self, status: str, payload: Any) -> ChildOutcome:
+        proc = self.proc
+        proc.join(timeout=5)
+        self.kill()  # a no-op for a child that ended; closes the pipe
+        if status == "crashed":
+            code = proc.exitcode
+            sig = -code if code is not None and code < 0 else None
+            why = f"killed by signal {signal.Signals(sig).name}" if sig else f"exit status {code}"
+            hint = (" (likely over its memory cap)" if self.mem_cap_mb
+                    and sig in (signal.SIGABRT, signal.SIGSEGV, signal.SIGKILL) else "")
+            return ChildOutcome("crashed", reason=f"the trial process died: {why}{hint}")
+        if status == "ok":
+            return ChildOutcome("ok", value=payload)
+        if status in ("pruned", "memory"):
+            return ChildOutcome(status, reason=str(payload))
+        reason, tb = payload
+        return ChildOutcome("failed", value=tb, reason=reason)
+
+    def kill(self) -> None:
+        _kill(self.proc)
+        self.conn.close()
+
+
+def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | None,
+                 on_message: Callable[[Any], Any] | None = None,
+                 env: dict[str, str] | None = None) -> ChildOutcome:
+    """Run ``fn`` in a forked child; kill it at ``deadline`` (``time.monotonic``) or over the cap.
+
+    ``on_message`` answers the child's :func:`ask_parent` calls (e.g. pruning decisions);
+    ``env`` is set in the child's environment before ``fn`` runs.
+    """
+    child = IsolatedChild(fn, deadline=deadline, mem_cap_mb=mem_cap_mb, on_message=on_message,
+                          env=env)
+    while True:
+        outcome = child.poll(POLL_S)
+        if outcome is not None:
+            return outcome
 
 
 def _answer(conn: Any, on_message: Callable[[Any], Any] | None, message: Any) -> None:

@@ -92,7 +92,8 @@ def refit_on_first_split(run: RunFolder, study: Any) -> Validation:
     from automl.metrics import get_metric
     from automl.registry import get_trainer
     from automl.schema import FeatureSchema
-    from automl.search import best_trials, learner_params
+    from automl.objective import learner_params
+    from automl.study import best_trials
 
     info = {**study.user_attrs, **run.info}
     missing = [k for k in ("data", "target", "task", "metric", "seed") if info.get(k) is None]

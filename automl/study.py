@@ -254,7 +254,7 @@ def fail_dead_trials(study: optuna.Study) -> tuple[int, int]:
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process resuming the same study got there first
-        queued += _retry_once(study, t)
+        queued += retry_once(study, t)
         n += 1
     return n, queued
 
@@ -285,14 +285,14 @@ def requeue_interrupted(study: optuna.Study) -> int:
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if t.user_attrs.get("interrupted") and t.number not in retried:
-            n += _retry_once(study, t)
+            n += retry_once(study, t)
     return n
 
 
 def rerun_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Optuna's heartbeat callback: a trial whose worker stopped beating (any host) was
     failed; queue its configuration once more, by the same rule as a dead local worker."""
-    _retry_once(study, trial)
+    retry_once(study, trial)
 
 
 def configured(t: FrozenTrial) -> bool:
@@ -301,7 +301,7 @@ def configured(t: FrozenTrial) -> bool:
     return "learner" in t.user_attrs
 
 
-def _retry_once(study: optuna.Study, t: FrozenTrial) -> bool:
+def retry_once(study: optuna.Study, t: FrozenTrial) -> bool:
     """Queue a failed trial's configuration once more; True if something was queued.
 
     A fully sampled configuration is retried as it was (``retry_of``). A trial that died
@@ -332,3 +332,16 @@ def _alive(pid: int) -> bool:
         return False
     except psutil.Error:  # access denied: it exists
         return True
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's complete trials with a finite value."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None and np.isfinite(t.value)]
+
+
+def best_trials(study: optuna.Study, metric: Any, n: int = 1) -> list[FrozenTrial]:
+    """The ``n`` best complete trials, best first, by ``metric``'s direction."""
+    trials = completed(study)
+    trials.sort(key=lambda t: t.value, reverse=metric.greater_is_better)
+    return trials[:n]

@@ -36,7 +36,9 @@ def run_one(spec: bench_data.DatasetSpec, budget: float, seed: int) -> dict:
     from automl.config import SearchConfig
     from automl.data import prepare_target, read_table
     from automl.persistence import skops_io
-    from automl.search import Budget
+    from automl.controller import Budget, Controller, open_study
+    from automl.executors import make_executor
+    from automl.final_model import build_model
 
     skops_io()
     split = bench_data.prepare_split(spec, BENCH_DIR / ".cache" / "splits", 0)
@@ -47,24 +49,29 @@ def run_one(spec: bench_data.DatasetSpec, budget: float, seed: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="automl-bagbench-"))
     try:
         url = f"sqlite:///{work / 'study.db'}"
-        study = engine.open_study(config, problem, url, "automl", False, spec.target)
+        study = open_study(config, problem, url, "automl", False, spec.target)
         clock = Budget(start=start, time_budget=budget, n_trials=None)
         clock.reserve = max(1.0, 0.05 * budget)
-        problem.pre_cache = engine._shared_preprocessing(problem, config, clock)
+        executor = make_executor(config, url)
+        executor.start(problem)
+        engine._shared_preprocessing(problem, executor, config, clock)
         oof_dir, fold_dir = work / "oof", work / "folds"
         oof_dir.mkdir()
         fold_dir.mkdir()
-        engine.search(problem, config, study, url, clock, oof_dir=str(oof_dir), fold_dir=str(fold_dir))
+        Controller(study, problem, config, executor, clock, oof_dir=str(oof_dir),
+                   fold_dir=str(fold_dir)).run()
         n_trials = len(study.trials)
         untimed = Budget(start=time.monotonic(), time_budget=None, n_trials=None)
         # the refits fork children, so they run before anything unpickles LightGBM here
         t0 = time.monotonic()
-        refit = engine.build_model(problem, dataclasses.replace(config, bagging=False), study, untimed,
-                                   None, str(oof_dir), None)
+        refit = build_model(problem, dataclasses.replace(config, bagging=False), study, untimed,
+                            executor, None, str(oof_dir), None)
         t_refit = time.monotonic() - t0
         t0 = time.monotonic()
-        bagged = engine.build_model(problem, config, study, untimed, None, str(oof_dir), str(fold_dir))
+        bagged = build_model(problem, config, study, untimed, executor, None, str(oof_dir),
+                             str(fold_dir))
         t_bag = time.monotonic() - t0
+        executor.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     test = read_table(split.test_features)

@@ -33,7 +33,7 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 from automl import engine  # noqa: E402
 from automl.config import SearchConfig  # noqa: E402
 from automl.data import prepare_target  # noqa: E402
-from automl.search import best_trials  # noqa: E402
+from automl.study import best_trials  # noqa: E402
 
 
 def manifest() -> dict[str, dict[str, str]]:

@@ -15,7 +15,7 @@ from automl.contracts import Task
 from automl.data import prepare_target
 from automl.ensemble import FoldBag
 from automl.metrics import METRICS
-from automl.search import candidate_numbers, candidate_threshold, fold_models_path, prune_fold_models
+from automl.trial_files import candidate_numbers, candidate_threshold, fold_models_path, prune_fold_models
 from tests.runs import plugin_env, run_cli
 
 

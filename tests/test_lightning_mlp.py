@@ -22,7 +22,7 @@ from automl.engine import prepare_problem  # noqa: E402
 from automl.evaluation import predict_scores  # noqa: E402
 from automl.exceptions import MissingDependencyError, TrialFailed  # noqa: E402
 from automl.registry import get_trainer  # noqa: E402
-from automl.search import TrialReporter  # noqa: E402
+from automl.objective import TrialReporter  # noqa: E402
 from automl.study import make_pruner  # noqa: E402
 from tests.conftest import AUTOML, EXAMPLE, shared_dataset  # noqa: E402
 from trainers import lightning_mlp  # noqa: E402
@@ -208,7 +208,7 @@ def test_median_pruner_prunes_mlp_trials(penguins):
         trial.suggest_categorical("learner", ["mlp"])  # the pruner compares trials of one learner
         params, seed = configs[trial.number]
         data = _fold(penguins, seed=seed)
-        est = trainer.fit(params, data, TrialReporter(trial, in_child=False))
+        est = trainer.fit(params, data, TrialReporter.for_trial(trial))
         pred = predict_scores(est, data.X_valid, penguins.info.task, 3)
         return penguins.metric(data.y_valid, pred, 3)
 

@@ -95,9 +95,9 @@ def test_pruning_stops_a_boosting_trial(mixed_frame, learner):
     study = optuna.create_study(direction="maximize",
                                 pruner=optuna.pruners.ThresholdPruner(lower=0.99))
     trial = study.ask()
-    from automl.search import TrialReporter
+    from automl.objective import TrialReporter
 
-    reporter = TrialReporter(trial, in_child=False)
+    reporter = TrialReporter.for_trial(trial)
     tr, va = problem.splits.folds[0]
     data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
                    problem.info, problem.metric)

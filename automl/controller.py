@@ -1,0 +1,366 @@
+"""The controller: opens or resumes the study, queues the defaults and the portfolio, then
+asks, hands each trial to the executor, tells its outcome, and stops on the budget.
+
+The process running the controller (the driver) owns the study: executors never touch it.
+While trials run, the driver records their heartbeats, so a driver that dies leaves trials
+that Optuna's stale-trial check (any host) or a resume (this host) fails and runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from automl import study as study_mod
+from automl.config import SearchConfig
+from automl.exceptions import ConfigError
+from automl.executors import Executor, Outcome
+from automl.objective import Objective, TrialSpec
+from automl.problem import Problem
+from automl.registry import get_trainer
+from automl.trial_files import (
+    candidate_threshold,
+    fold_models_path,
+    prune_fold_models,
+    save_fold_models,
+    save_oof,
+)
+
+log = logging.getLogger("automl")
+STUDY_FORMAT = 1
+HARD_KILL_GRACE_S = 2.0
+POLL_S = 0.1
+
+
+@dataclass
+class Budget:
+    """Wall-clock bookkeeping: the search ends early enough to leave time for the refit."""
+
+    start: float
+    time_budget: float | None
+    n_trials: int | None
+    reserve: float = 0.0
+    trial_timeout: float | None = None
+
+    @property
+    def end(self) -> float:
+        return self.start + self.time_budget if self.time_budget else math.inf
+
+    def search_end(self) -> float:
+        return self.end - self.reserve
+
+    def remaining(self) -> float:
+        return self.search_end() - time.monotonic()
+
+
+def open_study(config: SearchConfig, problem: Problem, storage_url: str | None,
+               study_name: str, resume: bool, target_name: str) -> optuna.Study:
+    """Create the study, or load it to resume; check a resumed study matches this run."""
+    storage = study_mod.make_storage(storage_url)
+    sampler = study_mod.make_sampler(config.sampler, config.seed, config.n_parallel())
+    pruner = study_mod.make_pruner(config.pruner)
+    existing = _study_exists(storage, study_name)
+    if existing and not resume:
+        raise ConfigError(f"study '{study_name}' already exists in the storage; pass --resume to "
+                          "continue it, or give another --study-name.")
+    study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
+                                study_name=study_name, direction=problem.metric.direction,
+                                load_if_exists=True)
+    attrs = study.user_attrs
+    expected = {"task": problem.info.task.value, "metric": problem.metric.name, "target": target_name,
+                "learners": problem.learners}
+    if existing:
+        for key, value in expected.items():
+            if key in attrs and attrs[key] != value:
+                raise ConfigError(f"cannot resume: the study was run with {key}={attrs[key]!r} but "
+                                  f"this run has {key}={value!r}; use the same options or a new --output.")
+        # a fresh random stream: replaying the first run's would repeat its configurations
+        study.sampler = study_mod.make_sampler(
+            config.sampler, study_mod.resumed_seed(config.seed, len(study.trials)), config.n_parallel())
+        n_dead, n_queued = study_mod.fail_dead_trials(study)
+        n_queued += study_mod.requeue_interrupted(study)
+        if n_dead or n_queued:
+            log.info("resume: %d trial(s) of a dead process marked failed, %d configuration(s) queued again",
+                     n_dead, n_queued)
+    else:
+        for key, value in expected.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("format", STUDY_FORMAT)
+        study.set_metric_names([problem.metric.name])  # so optuna-dashboard names the objective
+        study.set_user_attr("n_rows", problem.info.n_rows)
+        study.set_user_attr("validation", problem.splits.describe())
+        enqueue_defaults(study, problem, portfolio=config.sampler != "grid")
+    return study
+
+
+def _study_exists(storage: Any, name: str) -> bool:
+    try:
+        return any(s.study_name == name for s in optuna.get_all_study_summaries(storage))
+    except Exception:  # noqa: BLE001 - a fresh storage may have no tables yet
+        return False
+
+
+def enqueue_defaults(study: optuna.Study, problem: Problem, portfolio: bool = True) -> None:
+    """Queue each learner's cheap default configuration, then the portfolio configurations
+    (round-robin over learners), before the sampler takes over."""
+    queue: list[tuple[str, dict[str, Any], str]] = []
+    portfolios: list[list[dict[str, Any]]] = []
+    for learner in problem.learners:
+        trainer = get_trainer(learner)
+        queue.append((learner, dict(trainer.default(problem.info)), "default"))
+        extra = getattr(trainer, "portfolio", None)
+        portfolios.append(list(extra(problem.info)) if (extra and portfolio) else [])
+    for i in range(max((len(p) for p in portfolios), default=0)):
+        for learner, configs in zip(problem.learners, portfolios):
+            if i < len(configs):
+                queue.append((learner, configs[i], "portfolio"))
+    for learner, params, kind in queue:
+        study.enqueue_trial({"learner": learner, **{f"{learner}__{k}": v for k, v in params.items()}},
+                            user_attrs={"queued": kind}, skip_if_exists=True)
+
+
+class _Heartbeats(threading.Thread):
+    """Records a heartbeat for every running trial of this driver, every few seconds."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        super().__init__(name="automl-heartbeats", daemon=True)
+        self.storage = study._storage
+        self.interval = self.storage.get_heartbeat_interval() or study_mod.HEARTBEAT_S
+        self.trial_ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            with self.lock:
+                ids = list(self.trial_ids)
+            for trial_id in ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # noqa: BLE001 - a missed beat is retried next time
+                    log.debug("heartbeat of trial %d failed: %s", trial_id, exc)
+
+    def add(self, trial_id: int) -> None:
+        self.storage.record_heartbeat(trial_id)
+        with self.lock:
+            self.trial_ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.discard(trial_id)
+
+
+class _TrialHooks:
+    """An executor's view of one running trial (called in the driver)."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def started(self, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            self.trial.set_user_attr(key, value)
+
+    def report(self, step: int, value: float) -> bool:
+        self.trial.report(float(value), int(step))
+        return bool(self.trial.should_prune())
+
+
+class Controller:
+    """Runs the search of one driver: ask, submit, poll, tell, until the budget is spent."""
+
+    def __init__(self, study: optuna.Study, problem: Problem, config: SearchConfig,
+                 executor: Executor, budget: Budget, *,
+                 callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+                 on_result: Callable[[Any, dict[str, Any]], None] | None = None,
+                 oof_dir: str | None = None, fold_dir: str | None = None) -> None:
+        self.study, self.problem, self.config = study, problem, config
+        self.executor, self.budget = executor, budget
+        self.callbacks, self.on_result = list(callbacks), on_result
+        self.oof_dir, self.fold_dir = oof_dir, fold_dir
+        self.objective = Objective(problem, config)
+        self.best_so_far: float | None = None
+        self.running: dict[int, tuple[optuna.Trial, float]] = {}  # number -> (trial, start)
+        from automl.scheduler import LearnerScheduler
+
+        self.schedule = LearnerScheduler(problem.learners, problem.metric.greater_is_better,
+                                         seed=config.seed + len(study.trials))
+        self.heartbeat_on = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
+        self.heartbeats: _Heartbeats | None = None
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        if not self._may_start():
+            return
+        self.heartbeats = heartbeats = _Heartbeats(self.study) if self.heartbeat_on else None
+        if heartbeats is not None:
+            heartbeats.start()
+        try:
+            while True:
+                self._fill()
+                if not self.running:
+                    break
+                for number, outcome in self.executor.poll(POLL_S):
+                    self._tell(number, outcome)
+        except BaseException as exc:
+            self._stop_running(exc)
+            raise
+        finally:
+            if heartbeats is not None:
+                heartbeats.stopped.set()
+
+    def _finished(self) -> int:
+        return sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
+
+    def _may_start(self) -> bool:
+        if self.budget.time_budget and self.budget.remaining() <= 0.5:
+            return False
+        return self.budget.n_trials is None or \
+            self._finished() + len(self.running) < self.budget.n_trials
+
+    def _fill(self) -> None:
+        while self.executor.free_slots() > 0 and self._may_start():
+            if self.heartbeat_on:
+                optuna.storages.fail_stale_trials(self.study)
+            self.schedule(self.study)
+            with warnings.catch_warnings():  # heartbeats are recorded here, not by study.optimize
+                warnings.filterwarnings("ignore", "Heartbeat of storage")
+                trial = self.study.ask()
+            self.running[trial.number] = (trial, time.perf_counter())
+            if self.heartbeats is not None:
+                self.heartbeats.add(trial._trial_id)
+            spec = self._spec(trial)
+            if spec is None:
+                self._tell(trial.number, Outcome("failed", reason="no time left in the budget"))
+                return
+            log.debug("trial %d: %s starts, limit %.1fs", trial.number, spec.learner, spec.limit_s)
+            self.executor.submit(spec, _TrialHooks(trial))
+
+    def _spec(self, trial: optuna.Trial) -> TrialSpec | None:
+        # (the trial's `worker` is recorded by the sampler when Optuna creates it: study.WorkerTagging)
+        learner, params = self.objective.sample(trial)
+        trial.set_user_attr("learner", learner)
+        remaining = self.budget.remaining()
+        if remaining <= 0.5:
+            return None
+        limit = min(remaining, self.budget.trial_timeout or math.inf)
+        # Trainers stop adding rounds at the soft deadline; the rest of the limit is for
+        # predicting the validation rows, scoring and sending the result back. The grace
+        # never eats into the time kept for the refit and saving.
+        wrap_up = min(max(1.0, 0.15 * limit), 15.0)
+        hard = min(limit + HARD_KILL_GRACE_S, remaining + 0.5)
+        threshold = None
+        if self.fold_dir is not None:
+            threshold = candidate_threshold(self.study, self.problem.metric, learner)
+        return TrialSpec(
+            number=trial.number, learner=learner, params=params, seed=self.config.seed,
+            n_threads=self.config.threads_per_trial(len(self.problem.y)),
+            soft_s=max(0.5 * limit, limit - wrap_up), limit_s=hard,
+            accelerator=getattr(self.executor, "accelerator", "cpu"),
+            keep_model_if_better=self.best_so_far, keep_folds=self.fold_dir is not None,
+            fold_threshold=threshold)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def _tell(self, number: int, outcome: Outcome) -> None:
+        trial, t0 = self.running.pop(number)
+        if self.heartbeats is not None:
+            self.heartbeats.discard(trial._trial_id)
+        if outcome.status == "ok":
+            frozen = self.study.tell(trial, self._record(trial, outcome.value))
+        else:
+            trial.set_user_attr("fit_time", round(time.perf_counter() - t0, 3))
+            if outcome.status == "pruned":
+                frozen = self.study.tell(trial, state=TrialState.PRUNED)
+            else:
+                trial.set_user_attr("fail_reason", outcome.reason)
+                log.debug("trial %d failed: %s", number, outcome.reason)
+                frozen = self.study.tell(trial, state=TrialState.FAIL)
+                if outcome.status == "lost" and study_mod.retry_once(self.study, frozen):
+                    log.warning("trial %d was lost (%s); its configuration runs once more",
+                                number, outcome.reason)
+        self._update_reserve()
+        for callback in self.callbacks:
+            callback(self.study, frozen)
+
+    def _record(self, trial: optuna.Trial, result: dict[str, Any]) -> float:
+        """The trial's attributes and kept files from a result; returns its value."""
+        trial.set_user_attr("fit_time", round(result["fit_time"], 3))
+        trial.set_user_attr("fold_fit_time", round(result["fold_fit_time"], 3))
+        trial.set_user_attr("fold_scores", [round(s, 6) for s in result["fold_scores"]])
+        if result.get("folds_done", 0) < result.get("n_folds", 0):
+            trial.set_user_attr("partial_folds", f"{result['folds_done']}/{result['n_folds']}")
+            log.debug("trial %d: out of time after %d of %d folds; scored on those", trial.number,
+                      result["folds_done"], result["n_folds"])
+        if result.get("n_iterations"):
+            trial.set_user_attr("n_iterations", int(result["n_iterations"]))
+        for key, val in (result.get("balance") or {}).items():
+            trial.set_user_attr(key, round(val, 6))
+        if self.oof_dir is not None and result.get("oof") is not None:
+            save_oof(self.oof_dir, trial.number, result["oof"])
+        if self.fold_dir is not None:
+            if result.get("fold_models"):
+                save_fold_models(self.fold_dir, trial.number, result["fold_models"])
+            prune_fold_models(self.fold_dir, self.study, self.problem.metric)
+        if self.on_result is not None:
+            self.on_result(trial, result)
+        value = float(result["value"])
+        if self.best_so_far is None or self.problem.metric.better(value, self.best_so_far):
+            self.best_so_far = value
+        return value
+
+    def _update_reserve(self) -> None:
+        """Keep time for the final model: the expected refits of the best trials."""
+        if not self.budget.time_budget:
+            return
+        n_refit = 3 if self.config.ensemble else 1
+        best = study_mod.best_trials(self.study, self.problem.metric, n_refit)
+        est = sum(final_member_estimate(t, self.problem, self.fold_dir) for t in best)
+        floor = max(1.0, 0.05 * self.budget.time_budget)
+        self.budget.reserve = min(max(floor, est + 1.0), 0.4 * self.budget.time_budget)
+
+    def _stop_running(self, exc: BaseException) -> None:
+        """On Ctrl-C (or any error): stop every evaluation and record its trial as interrupted
+        (a resume runs its configuration again)."""
+        try:
+            self.executor.cancel_all()
+        except Exception as err:  # noqa: BLE001 - best effort while stopping
+            log.debug("could not cancel the running trials: %s", err)
+        reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else \
+            f"interrupted ({type(exc).__name__})"
+        for trial, _ in list(self.running.values()):
+            try:
+                trial.set_user_attr("fail_reason", reason)
+                trial.set_user_attr("interrupted", True)
+                self.study.tell(trial, state=TrialState.FAIL)
+            except Exception as err:  # noqa: BLE001 - a resume fails it anyway (dead worker)
+                log.debug("could not mark trial %d interrupted: %s", trial.number, err)
+        self.running.clear()
+
+
+SAVE_BYTES_PER_S = 50 * 2**20  # skops writes ~100 MB/s; half that, with the checksum and the disk
+
+
+def final_member_estimate(trial: FrozenTrial, problem: Problem, fold_dir: str | None) -> float:
+    """Seconds the final model will spend on this trial: saving its bagged fold models when
+    they were kept, else refitting it on all rows."""
+    if fold_dir is not None:
+        try:
+            return fold_models_path(fold_dir, trial.number).stat().st_size / SAVE_BYTES_PER_S + 0.2
+        except OSError:
+            pass
+    return refit_estimate(trial, problem)
+
+
+def refit_estimate(trial: FrozenTrial, problem: Problem) -> float:
+    """Seconds a refit on all rows is expected to take, from the trial's fold fit time."""
+    per_fold = float(trial.user_attrs.get("fold_fit_time", trial.user_attrs.get("fit_time", 1.0)))
+    scale = len(problem.y) / max(1, problem.splits.n_train_rows)
+    return per_fold * scale * 1.3 + 0.5

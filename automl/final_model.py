@@ -1,0 +1,207 @@
+"""The final model: the ensemble (or the best trial) chosen from the study, each member its
+trial's bagged fold models or a refit on all rows, run through the search's executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial
+
+from automl.config import SearchConfig
+from automl.controller import Budget, refit_estimate
+from automl.exceptions import SearchFailedError
+from automl.executors import Executor
+from automl.model import AutoMLModel
+from automl.objective import TrialSpec, learner_params, refit
+from automl.problem import Problem
+from automl.study import best_trials
+from automl.trial_files import candidate_numbers, fold_models_path, load_oof
+
+log = logging.getLogger("automl")
+MAX_BAGGED_BYTES = 512 * 2**20  # fold models beyond this in one final model are refitted instead
+
+
+def no_success_error(study: optuna.Study, budget: Budget | None = None,
+                      search_start: float | None = None) -> SearchFailedError:
+    """Why no model: the trials' states, the last failure and, for a time budget, how long the
+    preparation and the trials took and what budget would do."""
+    states: dict[str, int] = {}
+    reasons: list[str] = []
+    longest = 0.0
+    for t in study.trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+        if t.user_attrs.get("fail_reason"):
+            reasons.append(t.user_attrs["fail_reason"])
+        if t.datetime_start and t.datetime_complete:
+            longest = max(longest, (t.datetime_complete - t.datetime_start).total_seconds())
+    why = f"; last failure: {reasons[-1]}" if reasons else ""
+    shown = ", ".join(f"{n} {s.lower()}" for s, n in states.items()) or "no trials ran"
+    if budget is None or not budget.time_budget or search_start is None:
+        return SearchFailedError(f"no trial succeeded ({shown}){why}; give a larger --time-budget "
+                                 "or check the data.")
+    prep = max(0.0, search_start - budget.start)
+    started = sum(n for s, n in states.items() if s != "WAITING")
+    if not started:
+        need = math.ceil(2 * prep + 10)
+        return SearchFailedError(f"the {budget.time_budget:g} s budget ran out before the first trial "
+                                 f"started: reading and preparing the data took {prep:.1f} s; give "
+                                 f"--time-budget {need} or more.")
+    need = math.ceil(prep + 3 * max(longest, 1.0) + 5)
+    return SearchFailedError(f"no trial finished within the {budget.time_budget:g} s budget "
+                             f"({shown}): preparing the data took {prep:.1f} s and a trial ran up to "
+                             f"{longest:.1f} s{why}; give --time-budget {need} or more, or check "
+                             "the data.")
+
+
+def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial, deadline: float,
+                executor: Executor) -> bytes | None:
+    """Refit one trial's configuration on all rows, where trials run; the pickled estimator,
+    or None if it fails or runs out of time."""
+    learner, params = learner_params(trial)
+    n_iterations = None
+    if trial.user_attrs.get("n_iterations"):
+        scale = len(problem.y) / max(1, problem.splits.n_train_rows)
+        n_iterations = max(1, int(round(trial.user_attrs["n_iterations"] * scale)))
+    limit = max(0.1, deadline - time.monotonic())
+    spec = TrialSpec(number=trial.number, learner=learner, params=params, seed=config.seed,
+                     n_threads=config.threads_per_trial(len(problem.y)), soft_s=limit, limit_s=limit,
+                     accelerator=getattr(executor, "accelerator", "cpu"), n_iterations=n_iterations)
+    outcome = executor.call(refit, spec)
+    if outcome.status == "ok":
+        return outcome.value
+    log.warning("refit of trial %d (%s) failed (%s)", trial.number, learner, outcome.reason)
+    return None
+
+
+def select_ensemble(problem: Problem, study: optuna.Study,
+                    oof_dir: str | None) -> tuple[list[FrozenTrial], list[float], float | None]:
+    """Caruana selection over the best trials' out-of-fold predictions (best single if none
+    helps): the best trials and, for diversity, the best of every learner family."""
+    from automl.ensemble import caruana
+
+    ranked = best_trials(study, problem.metric, 10_000)
+    if not ranked:
+        raise no_success_error(study)
+    by_number = {t.number: t for t in ranked}
+    candidates = [by_number[n] for n in candidate_numbers(study, problem.metric)]
+    oof = load_oof(oof_dir, [t.number for t in candidates]) if oof_dir else {}
+    # trials stopped after some folds have gaps in their out-of-fold predictions
+    oof = {n: a for n, a in oof.items() if not np.isnan(a).any()}
+    if len(oof) < 2 or ranked[0].number not in oof:
+        return [ranked[0]], [1.0], None
+    k = problem.info.n_classes
+    folds = np.full(len(problem.y), -1)
+    for i, (_, va) in enumerate(problem.splits.folds):
+        folds[va] = i
+    t0 = time.monotonic()
+    sel = caruana(oof, problem.y, problem.metric, k, folds=folds)
+    log.debug("ensemble selection took %.2fs", time.monotonic() - t0)
+    if not sel.improves or not problem.metric.better(sel.score, sel.single_score):
+        return [ranked[0]], [1.0], None
+    members = sorted(zip(sel.trials, sel.weights), key=lambda tw: -tw[1])
+    log.info("ensemble of %d trials: validation %s %.5g (best single %.5g)", len(members),
+             problem.metric.name, sel.score, sel.single_score)
+    return [by_number[n] for n, _ in members], [w for _, w in members], sel.score
+
+
+def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, budget: Budget,
+                executor: Executor, fallback: dict[int, Any] | None = None,
+                oof_dir: str | None = None, fold_dir: str | None = None) -> AutoMLModel:
+    """The final model: the winner (an ensemble of trials, or the best trial), each member
+    its trial's fold models bagged (when kept, see ``FoldBag``) or refitted on all rows."""
+    if config.ensemble:
+        trials, weights, ens_score = select_ensemble(problem, study, oof_dir)
+    else:
+        best = best_trials(study, problem.metric, 1)
+        if not best:
+            raise no_success_error(study)
+        trials, weights, ens_score = best, [1.0], None
+    bags = _kept_fold_models(fold_dir, trials)
+    if budget.time_budget:
+        hard = budget.end + 0.5 * max(0.1 * budget.time_budget, 5.0)
+    else:
+        hard = time.monotonic() + max(60.0, 10 * sum(refit_estimate(t, problem) for t in trials))
+    members: list[Any] = []
+    kept_w, desc = [], []
+    for i, (trial, w) in enumerate(zip(trials, weights)):
+        learner, params = learner_params(trial)
+        if trial.number in bags:
+            members.append(bags[trial.number])
+            kept_w.append(w)
+            desc.append({"trial": trial.number, "learner": learner, "params": params,
+                         "score": trial.value, "weight": w, "bagged_folds": len(problem.splits.folds)})
+            continue
+        # the first (heaviest) member may use the slack; the others must fit in the budget
+        deadline = hard if i == 0 else min(hard, budget.end if budget.time_budget else hard)
+        if i > 0 and time.monotonic() + refit_estimate(trial, problem) > deadline:
+            log.info("no time left to refit ensemble member trial %d; leaving it out", trial.number)
+            continue
+        kept = (fallback or {}).get(trial.number) if i == 0 else None
+        est: Any
+        if kept is not None and time.monotonic() + refit_estimate(trial, problem) > deadline:
+            log.info("no time to refit trial %d on all rows; keeping its model trained on the "
+                     "first split", trial.number)
+            est = kept
+        else:
+            est = refit_trial(problem, config, trial, deadline, executor)
+        if est is None and kept is not None:
+            log.warning("using trial %d's model trained on its first split instead of a refit",
+                        trial.number)
+            est = kept
+        if est is None:
+            continue
+        members.append(est)
+        kept_w.append(w)
+        desc.append({"trial": trial.number, "learner": learner, "params": params,
+                     "score": trial.value, "weight": w})
+    # models kept as bytes are unpickled only now, after the last forked refit
+    members = [_unpickle_member(m, problem) for m in members]
+    if not members:
+        raise SearchFailedError(f"refitting the best trial ({trials[0].params.get('learner')}) on all "
+                                "rows failed and no fold model was kept; give a larger --time-budget.")
+    total = sum(kept_w)
+    kept_w = [w / total for w in kept_w]
+    for d, w in zip(desc, kept_w):
+        d["weight"] = w
+    model = AutoMLModel(
+        schema=problem.info.schema, task=problem.info.task, classes=problem.classes,
+        metric=problem.metric.name, target="", members=members, weights=kept_w, description=desc,
+    )
+    model.validation_score = ens_score if (ens_score is not None and len(members) == len(trials)) \
+        else trials[0].value
+    return model
+
+
+def _kept_fold_models(fold_dir: str | None, trials: Sequence[FrozenTrial]) -> dict[int, tuple[str, bytes]]:
+    """The pickled fold models kept for these trials (read, not unpickled), within a size cap."""
+    bags: dict[int, tuple[str, bytes]] = {}
+    if fold_dir is None:
+        return bags
+    total = 0
+    for trial in trials:
+        path = fold_models_path(fold_dir, trial.number)
+        try:
+            blob = path.read_bytes()
+        except OSError:
+            continue
+        if total + len(blob) > MAX_BAGGED_BYTES:
+            continue
+        total += len(blob)
+        bags[trial.number] = ("folds", blob)
+    return bags
+
+
+def _unpickle_member(member: Any, problem: Problem) -> Any:
+    from automl.ensemble import FoldBag
+
+    if isinstance(member, tuple) and member[0] == "folds":
+        return FoldBag(pickle.loads(member[1]), problem.info.task, problem.info.n_classes)
+    return pickle.loads(member) if isinstance(member, bytes) else member

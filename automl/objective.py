@@ -1,0 +1,203 @@
+"""The objective: sample a trial's configuration, and evaluate a configuration into a result.
+
+No process code lives here: an executor (:mod:`automl.executors`) decides where
+:func:`evaluate` runs (this process, a forked child, a Ray worker) and how a
+:class:`TrialReporter` reaches the study; the controller (:mod:`automl.controller`) turns
+the result into the trial's value and attributes.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+
+from automl import study as study_mod
+from automl.config import SearchConfig
+from automl.contracts import FitData, NullReporter
+from automl.evaluation import predict_scores
+from automl.exceptions import TrialFailed
+from automl.metrics import balance_report
+from automl.problem import Problem
+from automl.registry import get_trainer
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One evaluation, as an executor receives it (small and picklable: no data, no study).
+
+    Times are durations counted from the moment the evaluation starts where it runs, so
+    machines with different clocks agree: trainers stop adding rounds after ``soft_s``;
+    the executor kills the evaluation after ``limit_s``.
+    """
+
+    number: int
+    learner: str
+    params: dict[str, Any]
+    seed: int
+    n_threads: int
+    soft_s: float
+    limit_s: float
+    accelerator: str = "cpu"
+    keep_model_if_better: float | None = None
+    keep_folds: bool = False  # with k-fold validation: send the fold models back (bagging)
+    fold_threshold: float | None = None  # ... when the value beats this (None: always)
+    n_iterations: int | None = None  # a refit: the rounds the trial's early stopping chose, scaled
+
+
+class TrialReporter:
+    """Reports intermediate values and raises ``TrialPruned`` when told to stop.
+
+    ``ask(step, value)`` records the value with the trial and returns whether to prune;
+    the executor supplies it (a direct call, a question to the parent process, a Ray actor).
+    """
+
+    def __init__(self, ask: Callable[[int, float], bool]) -> None:
+        self._ask = ask
+
+    @classmethod
+    def for_trial(cls, trial: optuna.Trial) -> TrialReporter:
+        """A reporter straight to an Optuna trial of this process."""
+        def ask(step: int, value: float) -> bool:
+            trial.report(value, step)
+            return bool(trial.should_prune())
+
+        return cls(ask)
+
+    def report(self, step: int, value: float) -> None:
+        if not np.isfinite(value):
+            raise TrialFailed(f"the validation metric became {value} at step {step}")
+        if self._ask(int(step), float(value)):
+            raise optuna.TrialPruned(f"pruned at step {step} (value {value:.5g})")
+
+
+def evaluate(problem: Problem, spec: TrialSpec, reporter: Any) -> dict[str, Any]:
+    """Cross-validate ``spec``'s configuration; the deadlines start now.
+
+    BLAS and OpenMP pools are limited to the trial's threads: on small data more threads
+    only contend (a 20-component SVD ran 15x slower with two busy threads than with one).
+    """
+    from threadpoolctl import threadpool_limits
+
+    accelerator = spec.accelerator
+    if accelerator == "auto":  # resolved where the trial runs (a Ray worker may have a GPU)
+        accelerator = SearchConfig(accelerator="auto").resolved_accelerator()
+    with threadpool_limits(limits=max(1, spec.n_threads)):
+        return cross_validate(problem, spec, reporter, deadline=time.monotonic() + spec.soft_s,
+                              accelerator=accelerator)
+
+
+def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline: float,
+                   accelerator: str = "cpu") -> dict[str, Any]:
+    """Fit one configuration on every split; return scores, out-of-fold predictions, timings,
+    the first split's model (pickled, when it beats ``keep_model_if_better``) and, when asked,
+    the pickled fold models, for the final model to bag them instead of refitting."""
+    trainer = get_trainer(spec.learner)
+    info, metric, y = problem.info, problem.metric, problem.y
+    k = info.n_classes
+    oof: np.ndarray | None = None
+    fold_scores: list[float] = []
+    iterations: list[int] = []
+    fit_times: list[float] = []
+    first_model = None
+    bagging = spec.keep_folds and len(problem.splits.folds) > 1
+    fold_models: list[Any] = []
+    n_folds = len(problem.splits.folds)
+    for i, (tr, va) in enumerate(problem.splits.folds):
+        data = FitData(
+            X_train=problem.X.iloc[tr], y_train=y[tr], X_valid=problem.X.iloc[va], y_valid=y[va],
+            info=info, metric=metric, seed=spec.seed, n_threads=spec.n_threads, deadline=deadline,
+            accelerator=accelerator, extra={"preprocessed": problem.pre_cache.get(i, {})},
+        )
+        t0 = time.perf_counter()
+        model = trainer.fit(spec.params, data, reporter if i == 0 else NullReporter())
+        fit_times.append(time.perf_counter() - t0)
+        pred = predict_scores(model, data.X_valid, info.task, k)
+        if oof is None:
+            oof = np.full((len(y), k) if info.task.is_classification else len(y), np.nan,
+                          dtype=np.float32)
+        oof[va] = pred
+        score = metric(y[va], pred, k)
+        if not np.isfinite(score):
+            raise TrialFailed(f"the validation {metric.name} is {score} on fold {i + 1}")
+        fold_scores.append(score)
+        if "n_iterations" in data.extra:
+            iterations.append(int(data.extra["n_iterations"]))
+        if i == 0:
+            first_model = model
+        if bagging:
+            fold_models.append(model)
+        if time.monotonic() > deadline and i + 1 < n_folds:
+            # out of time: the folds done so far are a usable, lower-fidelity result (their
+            # mean), not a failure; its out-of-fold predictions have gaps, so ensemble
+            # selection leaves it out
+            break
+    value = float(np.mean(fold_scores))
+    result: dict[str, Any] = {
+        "value": value, "fold_scores": fold_scores, "fit_time": float(np.sum(fit_times)),
+        "fold_fit_time": float(np.mean(fit_times)), "oof": oof,
+        "n_iterations": int(np.median(iterations)) if iterations else None,
+        "folds_done": len(fold_scores), "n_folds": n_folds,
+    }
+    if info.task.is_classification and oof is not None:
+        valid = ~np.isnan(oof).any(axis=1)
+        result["balance"] = balance_report(y[valid], oof[valid].astype(float), k)
+    if spec.keep_model_if_better is None or metric.better(value, spec.keep_model_if_better):
+        # Sent as bytes and unpickled by the driver only if it is used: unpickling LightGBM
+        # runs OpenMP, and a process that ran OpenMP must not fork trial children any more.
+        result["model"] = pickle.dumps(first_model, protocol=pickle.HIGHEST_PROTOCOL)
+    if bagging and (spec.fold_threshold is None or metric.better(value, spec.fold_threshold)):
+        result["fold_models"] = pickle.dumps(fold_models, protocol=pickle.HIGHEST_PROTOCOL)
+    return result
+
+
+def refit(problem: Problem, spec: TrialSpec) -> bytes:
+    """Fit ``spec``'s configuration on all rows; the estimator comes back pickled (the
+    driver unpickles it after the last fork, see :mod:`automl.final_model`)."""
+    from threadpoolctl import threadpool_limits
+
+    extra: dict[str, Any] = {"n_iterations": spec.n_iterations} if spec.n_iterations else {}
+    accelerator = spec.accelerator
+    if accelerator == "auto":
+        accelerator = SearchConfig(accelerator="auto").resolved_accelerator()
+    data = FitData(X_train=problem.X, y_train=problem.y, X_valid=None, y_valid=None,
+                   info=problem.info, metric=problem.metric, seed=spec.seed,
+                   n_threads=spec.n_threads, extra=extra, accelerator=accelerator,
+                   deadline=time.monotonic() + spec.soft_s)
+    with threadpool_limits(limits=max(1, spec.n_threads)):
+        model = get_trainer(spec.learner).fit(spec.params, data, NullReporter())
+    return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@dataclass
+class Objective:
+    """Samples a learner and its space for an Optuna trial (the spaces are read once)."""
+
+    problem: Problem
+    config: SearchConfig
+    spaces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def sample(self, trial: optuna.Trial) -> tuple[str, dict[str, Any]]:
+        learner = trial.suggest_categorical("learner", self.problem.learners)
+        if learner not in self.spaces:
+            trainer = get_trainer(learner)
+            self.spaces[learner] = dict(trainer.space(self.problem.info))
+            self.defaults[learner] = dict(trainer.default(self.problem.info))
+        grid = self.config.sampler == "grid"
+        params = {name: study_mod.suggest(trial, f"{learner}__{name}", dist, grid,
+                                          self.defaults[learner].get(name))
+                  for name, dist in self.spaces[learner].items()}
+        return learner, params
+
+
+def learner_params(trial: Any) -> tuple[str, dict[str, Any]]:
+    """Split a trial's flat parameters into its learner and that learner's own parameters."""
+    learner = trial.params["learner"]
+    prefix = f"{learner}__"
+    return learner, {k[len(prefix):]: v for k, v in trial.params.items() if k.startswith(prefix)}

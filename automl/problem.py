@@ -1,0 +1,56 @@
+"""The problem of one search: the cleaned features, the encoded target, the metric, the
+splits and the learners to try, plus the preprocessing every trial shares.
+
+Built once by :func:`automl.engine.prepare_problem`; executors hand it to every trial
+(forked children share it copy-on-write; a Ray cluster holds one copy in its object store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from automl.config import SMALL_DATA_ROWS
+from automl.contracts import DataInfo
+from automl.metrics import Metric
+from automl.validation import Splits
+
+
+@dataclass
+class Problem:
+    """The prepared data of one search: cleaned features, encoded target, splits."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    info: DataInfo
+    metric: Metric
+    splits: Splits
+    learners: list[str]
+    classes: list | None = None
+    # fold index -> style -> (fitted preprocessor, transformed training part, validation part);
+    # shared by every trial, since preprocessing depends only on the fold and the style
+    pre_cache: dict[int, dict[str, tuple[Any, Any, Any]]] = field(default_factory=dict)
+
+
+def preprocess_folds(problem: Problem, styles: Sequence[str], seed: int) -> dict[int, dict[str, Any]]:
+    """Fit each preprocessing style once per fold, for every trial to share."""
+    from threadpoolctl import threadpool_limits
+
+    from automl.preprocessing import make_preprocessor
+
+    cache: dict[int, dict[str, Any]] = {}
+    limits = threadpool_limits(limits=1 if len(problem.y) < SMALL_DATA_ROWS else None)
+    for i, (tr, va) in enumerate(problem.splits.folds):
+        cache[i] = {}
+        for style in styles:
+            pre = make_preprocessor(problem.info.schema, style, seed=seed,  # type: ignore[arg-type]
+                                    n_rows=len(tr), task=problem.info.task)
+            Xt = pre.fit_transform(problem.X.iloc[tr], problem.y[tr])
+            Xv = pre.transform(problem.X.iloc[va])
+            cache[i][style] = (pre, Xt, Xv)
+    limits.restore_original_limits()
+    return cache

@@ -46,6 +46,9 @@ class SearchConfig:
     n_threads: int | None = None
     accelerator: str = "auto"  # auto, cpu, gpu
     gpus_per_trial: float = 0.0
+    # sentence encoder for text columns: auto (MiniLM when `automl[text]` is installed and
+    # the budget allows), none (TF-IDF only), minilm, mpnet, or a local model folder
+    text_backbone: str = "auto"
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> SearchConfig:
@@ -74,6 +77,10 @@ class SearchConfig:
             raise bad("--gpus-per-trial", self.gpus_per_trial, "give 0 or more GPUs per trial.")
         if self.memory_limit_mb is not None and self.memory_limit_mb <= 0:
             raise bad("--memory-limit", self.memory_limit_mb, "give a positive number of MB.")
+        if self.text_backbone not in ("auto", "none", "minilm", "mpnet") and not os.path.isdir(
+                self.text_backbone):
+            raise bad("--text-backbone", self.text_backbone,
+                      "choose auto, none, minilm or mpnet, or give a sentence-transformers folder.")
         if isinstance(self.cv, str) and self.cv not in ("auto", "holdout"):
             try:
                 self.cv = int(self.cv)

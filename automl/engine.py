@@ -480,9 +480,14 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
         config = dataclasses.replace(config, isolate=False)
     if any(getattr(get_trainer(name), "needs_accelerator", False) for name in problem.learners):
         config.extra["accelerator"] = config.resolved_accelerator()
+    from automl.text_embeddings import prepare_text
+
+    prepare_text(problem, config, start)  # embeds text columns once, before anything forks
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study = open_study(config, problem, storage_url, study_name, resume, target_name)
+        if problem.info.text_backbone:  # the report rebuilds text features with it
+            study.set_user_attr("text_backbone", problem.info.text_backbone)
         budget = Budget(start=start, time_budget=config.time_budget, n_trials=config.n_trials,
                         trial_timeout=config.trial_timeout)
         if config.time_budget:

@@ -171,3 +171,20 @@ def test_cli_fit_predict_round_trip_offline(tmp_path: Path) -> None:
     assert (preds["prediction"] == df["label"]).mean() > 0.8
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["schema"]["columns"][0]["kind"] == "text"
+    report = subprocess.run([AUTOML, "report", tmp_path / "out"], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Most confidently wrong validation examples" in page
+    assert "could not be evaluated" not in page
+
+
+def test_confident_mistakes_orders_wrong_rows_by_confidence() -> None:
+    from automl.report_text import confident_mistakes
+
+    texts = pd.DataFrame({"message": ["right", "wrong, unsure", "wrong, sure", "right too"]})
+    proba = np.array([[0.9, 0.1], [0.45, 0.55], [0.05, 0.95], [0.2, 0.8]])
+    table = confident_mistakes(texts, np.array([0, 0, 0, 1]), proba, ["ham", "spam"])
+    assert table["message"].tolist() == ["wrong, sure", "wrong, unsure"]
+    assert table["true"].tolist() == ["ham", "ham"] and table["predicted"].tolist() == ["spam", "spam"]
+    np.testing.assert_allclose(table["probability"], [0.95, 0.55])

@@ -188,3 +188,90 @@ def test_confident_mistakes_orders_wrong_rows_by_confidence() -> None:
     assert table["message"].tolist() == ["wrong, sure", "wrong, unsure"]
     assert table["true"].tolist() == ["ham", "ham"] and table["predicted"].tolist() == ["spam", "spam"]
     np.testing.assert_allclose(table["probability"], [0.95, 0.55])
+
+
+# ---------------------------------------------------------------- the fine-tuned text learner
+
+def _finetune_data(deadline_s: float = 300.0):  # type: ignore[no-untyped-def]
+    import time
+
+    from automl.contracts import FitData
+    from automl.metrics import get_metric
+
+    df = sms_frame(3)
+    schema = infer_schema(df[["message"]])
+    X = clean_frame(df[["message"]], schema)
+    y = (df["label"] == "spam").to_numpy().astype(int)
+    info = DataInfo(task=Task.BINARY, n_rows=len(y), n_features=1, n_classes=2,
+                    class_counts=tuple(np.bincount(y)), schema=schema, n_train_rows=27,
+                    text_backbone="minilm")
+    va = np.arange(len(y)) % 4 == 0
+    return FitData(X_train=X[~va], y_train=y[~va], X_valid=X[va], y_valid=y[va], info=info,
+                   metric=get_metric("auto", Task.BINARY), deadline=time.monotonic() + deadline_s)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, float]] = []
+
+    def report(self, step: int, value: float) -> None:
+        self.steps.append((step, value))
+
+
+@pytest.mark.parametrize("unfreeze", [0, 1])
+def test_finetune_trains_reports_per_epoch_and_saves_plain_state(unfreeze: int) -> None:
+    import pickle
+
+    from automl.registry import get_trainer
+    from search_spaces import text_finetune as ft_space
+
+    data = _finetune_data()
+    params = {**ft_space.default(data.info), "unfreeze_layers": unfreeze, "epochs": 3 if unfreeze else 10}
+    if unfreeze:
+        params.update(head_lr=1e-3, body_lr=5e-5, batch_size=8, effective_batch_size=16)
+    reporter = Recorder()
+    est = get_trainer("text_finetune").fit(params, data, reporter)
+    assert [s for s, _ in reporter.steps] == list(range(1, len(reporter.steps) + 1))
+    assert 1 <= data.extra["n_iterations"] <= params["epochs"]
+    proba = est.predict_proba(data.X_valid)
+    assert proba.shape == (len(data.y_valid), 2)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(data.y_valid, proba[:, 1]) > 0.8
+    state = est.__getstate__()
+    assert isinstance(state["weights_"], bytes) and isinstance(state["arch_"], dict)
+    assert not any(type(v).__module__.startswith("torch") for v in state.values())
+    if unfreeze == 0:
+        assert len(state["weights_"]) < 10_000  # only the head: the encoder is the package's
+    restored = pickle.loads(pickle.dumps(est))
+    np.testing.assert_allclose(restored.predict_proba(data.X_valid), proba, atol=1e-5)
+
+
+def test_finetune_diverging_loss_fails_the_trial_with_the_reason() -> None:
+    from automl.exceptions import TrialFailed
+    from automl.registry import get_trainer
+    from search_spaces import text_finetune as ft_space
+
+    data = _finetune_data()
+    params = {**ft_space.default(data.info), "head_lr": 1e36, "epochs": 3}
+    with pytest.raises(TrialFailed, match="training loss became|outputs became non-finite"):
+        get_trainer("text_finetune").fit(params, data, Recorder())
+
+
+@pytest.mark.slow
+def test_cli_finetune_fit_predict(tmp_path: Path) -> None:
+    """`--include text_finetune`: searched in the study, saved, predicted in a new process."""
+    df = sms_frame(3)
+    df.to_csv(tmp_path / "train.csv", index=False)
+    df.drop(columns="label").to_csv(tmp_path / "new.csv", index=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    fit = subprocess.run([AUTOML, "fit", tmp_path / "train.csv", "--target", "label",
+                          "--n-trials", "2", "--include", "text_finetune", "--text-backbone",
+                          "minilm", "--output", tmp_path / "out"], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert fit.returncode == 0, fit.stderr
+    pred = subprocess.run([AUTOML, "predict", tmp_path / "out", tmp_path / "new.csv", "--output",
+                           tmp_path / "preds.csv"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert pred.returncode == 0, pred.stderr
+    assert (pd.read_csv(tmp_path / "preds.csv")["prediction"] == df["label"]).mean() > 0.8

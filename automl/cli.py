@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: 70%% of the memory available, shared by the workers)")
     fit.add_argument("--trial-timeout", type=_number, default=None, metavar="SECONDS",
                      help="stop any single trial after this long")
+    fit.add_argument("--text-backbone", default="auto", metavar="NAME",
+                     help="sentence embeddings of text columns: auto (MiniLM when automl[text] is "
+                          "installed and the budget allows), none (TF-IDF only), minilm, mpnet, "
+                          "or a local sentence-transformers folder")
     fit.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"],
                      help="device for deep learners (auto: a GPU when one is visible)")
     _add_executor_flags(fit)
@@ -239,7 +243,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         sampler=args.sampler, pruner=args.pruner, seed=args.seed, n_jobs=args.n_jobs,
         include=args.include, exclude=args.exclude, cv=args.cv, memory_limit_mb=args.memory_limit,
         trial_timeout=args.trial_timeout, isolate=not args.no_isolation, bagging=args.bagging,
-        accelerator=args.accelerator, **_executor_options(args),
+        accelerator=args.accelerator, text_backbone=args.text_backbone, **_executor_options(args),
     ).validate()
     # out-of-fold predictions live in the output folder, so a resumed run can still
     # ensemble the trials of the run it continues

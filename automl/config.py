@@ -59,6 +59,9 @@ class SearchConfig:
     executor: str = "local"
     ray_address: str | None = None  # HOST:PORT or "auto"; None: start a local Ray instance
     cpus_per_trial: float | None = None  # Ray: CPUs a trial task reserves (1); also its threads
+    # sentence encoder for text columns: auto (MiniLM when `automl[text]` is installed and
+    # the budget allows), none (TF-IDF only), minilm, mpnet, or a local model folder
+    text_backbone: str = "auto"
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> SearchConfig:
@@ -96,6 +99,10 @@ class SearchConfig:
                 and self.gpus_per_trial >= 0):
             raise bad("--gpus-per-trial", self.gpus_per_trial, "give 0 or more GPUs per trial.")
         self._validate_executor()
+        if self.text_backbone not in ("auto", "none", "minilm", "mpnet") and not os.path.isdir(
+                self.text_backbone):
+            raise bad("--text-backbone", self.text_backbone,
+                      "choose auto, none, minilm or mpnet, or give a sentence-transformers folder.")
         if isinstance(self.cv, str) and self.cv not in ("auto", "holdout"):
             try:
                 self.cv = int(self.cv)

@@ -40,6 +40,9 @@ class DataInfo:
     class_counts: tuple[int, ...]
     schema: FeatureSchema
     n_train_rows: int  # rows a single trial trains on (a fold's or the holdout's training part)
+    # the sentence encoder whose embeddings of the text columns are cached for this run
+    # (automl.text_embeddings); None: text columns get TF-IDF only
+    text_backbone: str | None = None
 
     @property
     def n_categorical(self) -> int:

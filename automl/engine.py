@@ -144,11 +144,18 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
     if config.executor != "ray" and any(getattr(get_trainer(name), "needs_accelerator", False)
                                         for name in problem.learners):
         config.extra["accelerator"] = config.resolved_accelerator()
+    from automl.text_embeddings import prepare_text
+
+    # embeds text columns once, before anything forks (and before Ray starts: forking after
+    # ray.init is unsafe)
+    prepare_text(problem, config, start)
     executor = make_executor(config, storage_url)  # refuses what it cannot honour, before the study
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             study = open_study(config, problem, storage_url, study_name, resume, target_name)
+            if problem.info.text_backbone:  # the report rebuilds text features with it
+                study.set_user_attr("text_backbone", problem.info.text_backbone)
         except BaseException:
             executor.close()
             raise

@@ -11,6 +11,10 @@ Styles:
     missing,
     categoricals one-hot encoded (rare levels grouped), high-cardinality target-encoded,
     texts as sparse TF-IDF.
+
+Text columns may also (or instead) be represented by a pretrained sentence encoder's
+embeddings (``text="embed"`` or ``"tfidf+embed"``, see :mod:`automl.text_embeddings`),
+standardised for the ``linear`` style.
 """
 
 from __future__ import annotations
@@ -167,12 +171,49 @@ def _target_encoder(task: Any, seed: int) -> TargetEncoder:
     return TargetEncoder(target_type=target_type, cv=KFold(5, shuffle=True, random_state=seed))
 
 
+def preprocess_key(style: str, text: str = "tfidf") -> str:
+    """The shared-preprocessing cache key of a style and text representation."""
+    return style if text == "tfidf" else f"{style}|{text}"
+
+
+def text_variants(info: Any) -> tuple[str, ...]:
+    """The text representations a run's trials may ask for (see ``search_spaces._common``)."""
+    if getattr(info, "text_backbone", None) and info.schema.columns_of("text"):
+        return ("tfidf", "embed", "tfidf+embed")
+    return ("tfidf",)
+
+
+def _text_steps(texts: list[str], style: str, text: str,
+                backbone: str | None) -> list[tuple[str, Any, Any]]:
+    parts = set(text.split("+"))
+    unknown = parts - {"tfidf", "embed"}
+    if unknown or ("embed" in parts and not backbone):
+        raise ValueError(f"text representation {text!r} needs tfidf and/or embed with a backbone "
+                         f"(backbone={backbone!r})")
+    steps: list[tuple[str, Any, Any]] = []
+    for i, col in enumerate(texts):
+        if "tfidf" in parts:
+            steps.append((f"text{i}", TextFeatures(n_components=20 if style == "tree" else None),
+                          [col]))
+        if "embed" in parts:
+            from automl.text_embeddings import TextEmbedding
+
+            emb: Any = TextEmbedding(backbone=str(backbone))
+            if style != "tree":
+                emb = make_pipeline(emb, StandardScaler())
+            steps.append((f"emb{i}", emb, [col]))
+    return steps
+
+
 def make_preprocessor(schema: FeatureSchema, style: Style, *, seed: int = 0,
-                      n_rows: int = 1000, task: Any = None) -> ColumnTransformer:
+                      n_rows: int = 1000, task: Any = None, text: str = "tfidf",
+                      backbone: str | None = None) -> ColumnTransformer:
     """Build the column transformer for a learner family from the inferred schema.
 
     High-cardinality categoricals (or more levels than a tree's categorical bins)
-    are target-encoded with scikit-learn's cross-fitted :class:`TargetEncoder`.
+    are target-encoded with scikit-learn's cross-fitted :class:`TargetEncoder`. Text
+    columns get ``text``: ``tfidf``, ``embed`` (the ``backbone``'s sentence embeddings) or
+    ``tfidf+embed``.
     """
     numeric = schema.columns_of("numeric", "boolean")
     categorical = [c.name for c in schema.columns if c.kind == "categorical"]
@@ -193,8 +234,7 @@ def make_preprocessor(schema: FeatureSchema, style: Style, *, seed: int = 0,
                 datetime_features, feature_names_out=datetime_feature_names), dates))
         if high:
             steps.append(("hicat", make_pipeline(fill, _target_encoder(task, seed)), high))
-        for i, col in enumerate(texts):
-            steps.append((f"text{i}", TextFeatures(n_components=20), [col]))
+        steps += _text_steps(texts, style, text, backbone)
         if low:  # last, so that categorical codes are the final columns
             steps.append(("cat", _ordinal(), low))
         sparse_threshold = 0.0
@@ -211,8 +251,7 @@ def make_preprocessor(schema: FeatureSchema, style: Style, *, seed: int = 0,
                 sparse_output=False)), low))
         if high:
             steps.append(("hicat", make_pipeline(fill, _target_encoder(task, seed), StandardScaler()), high))
-        for i, col in enumerate(texts):
-            steps.append((f"text{i}", TextFeatures(n_components=None), [col]))
+        steps += _text_steps(texts, style, text, backbone)
         sparse_threshold = 0.3 if texts else 0.0
     if not steps:
         steps.append(("none", "drop", []))

@@ -40,17 +40,19 @@ def preprocess_folds(problem: Problem, styles: Sequence[str], seed: int) -> dict
     """Fit each preprocessing style once per fold, for every trial to share."""
     from threadpoolctl import threadpool_limits
 
-    from automl.preprocessing import make_preprocessor
+    from automl.preprocessing import make_preprocessor, preprocess_key, text_variants
 
     cache: dict[int, dict[str, Any]] = {}
     limits = threadpool_limits(limits=1 if len(problem.y) < SMALL_DATA_ROWS else None)
     for i, (tr, va) in enumerate(problem.splits.folds):
         cache[i] = {}
         for style in styles:
-            pre = make_preprocessor(problem.info.schema, style, seed=seed,  # type: ignore[arg-type]
-                                    n_rows=len(tr), task=problem.info.task)
-            Xt = pre.fit_transform(problem.X.iloc[tr], problem.y[tr])
-            Xv = pre.transform(problem.X.iloc[va])
-            cache[i][style] = (pre, Xt, Xv)
+            for text in text_variants(problem.info):
+                pre = make_preprocessor(problem.info.schema, style, seed=seed,  # type: ignore[arg-type]
+                                        n_rows=len(tr), task=problem.info.task, text=text,
+                                        backbone=problem.info.text_backbone)
+                Xt = pre.fit_transform(problem.X.iloc[tr], problem.y[tr])
+                Xv = pre.transform(problem.X.iloc[va])
+                cache[i][preprocess_key(style, text)] = (pre, Xt, Xv)
     limits.restore_original_limits()
     return cache

@@ -25,8 +25,10 @@ _BUILTIN: dict[str, str] = {
     "mlp": "trainers.lightning_mlp:MLPTrainer",
     "image_probe": "trainers.image_trainers:ImageProbeTrainer",
     "image": "trainers.image_trainers:ImageTrainer",
+    "text_finetune": "trainers.text_finetune:TextFinetuneTrainer",
 }
-# Tried in this order when no learner list is given. Opt-in: `mlp` (the `deep` extra) and
+# Tried in this order when no learner list is given. Opt-in: `text_finetune` (the `text`
+# extra; fine-tuning a sentence encoder on the CPU takes minutes), `mlp` (the `deep` extra) and
 # `catboost` (the `catboost` extra): with it among the defaults the 60 s benchmark scored
 # lower (mean normalized 0.966 vs 0.985 on 16 datasets: benchmarks/results/b60-automl-catboost).
 DEFAULT_LEARNERS = ("lightgbm", "hist_gb", "random_forest", "extra_trees", "logistic", "ridge",

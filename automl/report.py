@@ -420,6 +420,9 @@ def _model_section(run: RunFolder, study: Any, fig: FigureWriter) -> Section:
         pair = "".join(f"<div>{c}</div>" for c in curves)
         sec.blocks.append(f'<div class="pair">{pair}</div>')
         _try(sec, "the misclassified images", lambda: sec.blocks.append(misclassified_grid(v)))
+        texts = _text_columns(run)
+        if texts:  # text tasks: the most confidently wrong examples (automl/report_text.py)
+            _try(sec, "the most confidently wrong examples", lambda: _add_mistakes(sec, v, texts))
     else:
         _try(sec, "the residuals", lambda: sec.blocks.append(fig(residuals_figure(v), 440)))
     if image_columns(v):
@@ -429,6 +432,20 @@ def _model_section(run: RunFolder, study: Any, fig: FigureWriter) -> Section:
         _try(sec, "the permutation feature importance",
              lambda: sec.blocks.append(fig(permutation_figure(v))))
     return sec
+
+
+def _text_columns(run: RunFolder) -> list[str]:
+    from automl.schema import FeatureSchema
+
+    schema = (run.manifest or {}).get("schema")
+    return FeatureSchema.from_dict(schema).columns_of("text") if isinstance(schema, dict) else []
+
+
+def _add_mistakes(sec: Section, v: Any, texts: list[str]) -> None:
+    from automl.report_text import mistakes_table
+
+    table, caption = mistakes_table(v, texts)
+    sec.blocks.append(f"<h3>{_esc(caption)}</h3>{table}")
 
 
 # -- the page -------------------------------------------------------------------------------

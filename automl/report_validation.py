@@ -125,6 +125,10 @@ def refit_on_first_split(run: RunFolder, study: Any) -> Validation:
                 raise ValueError(f"the data file lacks column(s) the run used: {absent[:5]}; "
                                  "it changed since the fit")
         problem = prepare_problem(X_raw, target, config, schema=schema)
+        if info.get("text_backbone"):  # the run's sentence embeddings of text columns
+            import dataclasses
+
+            problem.info = dataclasses.replace(problem.info, text_backbone=info["text_backbone"])
     n_rows = info.get("n_rows")
     if n_rows is not None and int(n_rows) != problem.info.n_rows:
         raise ValueError(f"the data file has {problem.info.n_rows} usable rows but the run had "

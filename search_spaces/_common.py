@@ -14,6 +14,29 @@ def class_weight(info: DataInfo) -> dict[str, CategoricalDistribution]:
     return {"class_weight": CategoricalDistribution([None, "balanced"])}
 
 
+TEXT_PARAM = "text_features"
+TEXT_CHOICES = ("tfidf", "embed", "tfidf+embed")
+TEXT_DEFAULT = "tfidf+embed"
+
+
+def text_features(info: DataInfo) -> dict[str, CategoricalDistribution]:
+    """How text columns are represented, searched when the run has sentence embeddings:
+    TF-IDF, the backbone's embeddings, or both side by side."""
+    if not info.text_backbone or not info.schema.columns_of("text"):
+        return {}
+    return {TEXT_PARAM: CategoricalDistribution(list(TEXT_CHOICES))}
+
+
+def with_text(space: dict, info: DataInfo) -> dict:
+    """A learner's space plus the text representation (when searched)."""
+    return {**space, **text_features(info)}
+
+
+def with_text_default(config: dict, info: DataInfo) -> dict:
+    """A configuration plus the default text representation (when searched)."""
+    return {**config, **({TEXT_PARAM: TEXT_DEFAULT} if text_features(info) else {})}
+
+
 def clip(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
 

@@ -7,6 +7,9 @@ import sys
 
 # OpenMP threads that spin while waiting crawl when tests share the two cores (as the CLI sets).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Text columns get TF-IDF only unless a test asks for sentence embeddings (tests/test_text.py):
+# loading the backbone would add seconds to every search over the text column of mixed_frame.
+os.environ.setdefault("AUTOML_TEXT_BACKBONE", "none")
 from pathlib import Path
 
 import numpy as np

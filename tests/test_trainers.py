@@ -16,6 +16,8 @@ from automl.evaluation import predict_scores
 from automl.registry import builtin, get_trainer, input_kinds
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("lightning") is not None
+HAS_TEXT = HAS_TORCH and importlib.util.find_spec("sentence_transformers") is not None
+NEEDS = {"mlp": HAS_TORCH, "text_finetune": HAS_TEXT}
 
 
 class Recorder:
@@ -42,7 +44,7 @@ def problem(request, mixed_frame, regression_frame):
     return _problem(regression_frame, "target")
 
 
-@pytest.mark.parametrize("name", [n for n in builtin() if n != "mlp" or HAS_TORCH])
+@pytest.mark.parametrize("name", [n for n in builtin() if NEEDS.get(n, True)])
 def test_trainer_contract(name, problem):
     trainer = get_trainer(name)
     assert isinstance(trainer, Trainer)
@@ -50,6 +52,8 @@ def test_trainer_contract(name, problem):
         pytest.skip(f"{name} does not do {problem.info.task.value}")
     if not input_kinds(name) & {c.kind for c in problem.info.schema.columns}:
         pytest.skip(f"{name} reads none of this table's column kinds (tests/test_image.py runs it)")
+    if name == "text_finetune" and not problem.info.schema.columns_of("text"):
+        pytest.skip("text_finetune learns from text columns; this table has none")
     space = trainer.space(problem.info)
     default = trainer.default(problem.info)
     assert set(default) == set(space), "the default must set every searched parameter"
@@ -69,7 +73,8 @@ def test_trainer_contract(name, problem):
         np.testing.assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-5)
     for step, value in reporter.values:  # intermediate values are in the trial's metric
         assert isinstance(step, int) and np.isfinite(value)
-    if name in ("lightgbm", "catboost", "hist_gb", "random_forest", "extra_trees", "mlp"):
+    if name in ("lightgbm", "catboost", "hist_gb", "random_forest", "extra_trees", "mlp",
+                "text_finetune"):
         assert reporter.values, f"{name} is iterative and must report to the pruner"
     # a refit (no validation part) works too, with the iterations found by the trial
     refit = FitData(problem.X, problem.y, None, None, problem.info, problem.metric,

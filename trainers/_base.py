@@ -12,17 +12,22 @@ from sklearn.pipeline import Pipeline
 
 from automl.contracts import DataInfo, FitData, Reporter, Task
 from automl.evaluation import predict_scores
-from automl.preprocessing import make_preprocessor
+from automl.preprocessing import make_preprocessor, preprocess_key
+from search_spaces._common import TEXT_PARAM, with_text, with_text_default
 
 
-def preprocess(data: FitData, style: str) -> tuple[Any, Any, Any]:
-    """The fold's fitted preprocessing of ``style``: shared from the search's cache when the
-    search prepared it, else fitted here on the training part only."""
-    cached = (data.extra.get("preprocessed") or {}).get(style)
+def preprocess(data: FitData, style: str, params: Mapping[str, Any] | None = None
+               ) -> tuple[Any, Any, Any]:
+    """The fold's fitted preprocessing of ``style`` (and of the configuration's text
+    representation): shared from the search's cache when the search prepared it, else
+    fitted here on the training part only."""
+    text = str((params or {}).get(TEXT_PARAM, "tfidf"))
+    cached = (data.extra.get("preprocessed") or {}).get(preprocess_key(style, text))
     if cached is not None and data.X_valid is not None:
         return cached
     pre = make_preprocessor(data.info.schema, style, seed=data.seed,  # type: ignore[arg-type]
-                            n_rows=len(data.y_train), task=data.info.task)
+                            n_rows=len(data.y_train), task=data.info.task, text=text,
+                            backbone=data.info.text_backbone)
     Xt = pre.fit_transform(data.X_train, data.y_train)
     Xv = pre.transform(data.X_valid) if data.X_valid is not None else None
     return pre, Xt, Xv
@@ -44,10 +49,10 @@ class PreprocessedTrainer:
     saved_functions: ClassVar[frozenset[str]] = frozenset()
 
     def space(self, info: DataInfo) -> Mapping[str, Any]:
-        return type(self).space_fn(info)  # type: ignore[attr-defined]
+        return with_text(type(self).space_fn(info), info)  # type: ignore[attr-defined]
 
     def default(self, info: DataInfo) -> Mapping[str, Any]:
-        return type(self).default_fn(info)  # type: ignore[attr-defined]
+        return with_text_default(type(self).default_fn(info), info)  # type: ignore[attr-defined]
 
     def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
         """Extra strong configurations tried after every learner's default (optional)."""
@@ -58,7 +63,7 @@ class PreprocessedTrainer:
         raise NotImplementedError
 
     def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
-        pre, Xt, Xv = preprocess(data, self.style)
+        pre, Xt, Xv = preprocess(data, self.style, params)
         model = self.build(params, data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)

@@ -20,6 +20,7 @@ from automl.contracts import DataInfo, FitData, Reporter, Task
 from automl.exceptions import require
 from automl.preprocessing import categorical_indices
 from search_spaces import catboost as cb_space
+from search_spaces._common import with_text, with_text_default
 from trainers._base import preprocess
 
 REPORT_EVERY = 10
@@ -85,10 +86,10 @@ class CatBoostTrainer:
             require("catboost", "catboost")  # a one-line error naming the extra to install
 
     def space(self, info: DataInfo) -> Mapping[str, Any]:
-        return cb_space.space(info)
+        return with_text(cb_space.space(info), info)
 
     def default(self, info: DataInfo) -> Mapping[str, Any]:
-        return cb_space.default(info)
+        return with_text_default(cb_space.default(info), info)
 
     def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
         return cb_space.portfolio(info)
@@ -97,7 +98,7 @@ class CatBoostTrainer:
         import catboost
 
         task = data.info.task
-        pre, Xt, Xv = preprocess(data, self.style)
+        pre, Xt, Xv = preprocess(data, self.style, params)
         cats = categorical_indices(pre)
         native = _NATIVE.get((data.metric.name, task))
         common: dict[str, Any] = dict(

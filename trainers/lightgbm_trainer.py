@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 
 from automl.contracts import DataInfo, FitData, Reporter, Task
 from automl.preprocessing import categorical_indices
+from search_spaces._common import with_text, with_text_default
 from trainers._base import preprocess
 from search_spaces import lightgbm as lgb_space
 
@@ -45,10 +46,10 @@ class LightGBMTrainer:
                              "lightgbm.basic.Booster", "sklearn.preprocessing._label.LabelEncoder"})
 
     def space(self, info: DataInfo) -> Mapping[str, Any]:
-        return lgb_space.space(info)
+        return with_text(lgb_space.space(info), info)
 
     def default(self, info: DataInfo) -> Mapping[str, Any]:
-        return lgb_space.default(info)
+        return with_text_default(lgb_space.default(info), info)
 
     def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
         return lgb_space.portfolio(info)
@@ -57,7 +58,7 @@ class LightGBMTrainer:
         import lightgbm as lgb
 
         task, k = data.info.task, data.info.n_classes
-        pre, Xt, Xv = preprocess(data, self.style)
+        pre, Xt, Xv = preprocess(data, self.style, params)
         cats = categorical_indices(pre)
         native = _NATIVE.get((data.metric.name, task))
         common = dict(

@@ -1,0 +1,244 @@
+"""A sentence encoder fine-tuned on the text columns with Lightning, in the same study.
+
+Opt-in (``--include default,text_finetune``; needs ``automl[text]``). It reads the text
+column(s) only (several are joined as ``name: value | ...``). The cheap default trains a
+linear head on the frozen embeddings the run cached (seconds); other configurations
+unfreeze the encoder's top blocks (``unfreeze_layers``) with their own learning rate.
+
+Training practice: class-weighted loss (none / balanced), AdamW, linear warmup then cosine
+decay per optimizer step, gradient accumulation to the searched effective batch size,
+gradient clipping, early stopping on the trial's own metric (the best epoch's weights are
+kept and its number becomes the refit's epoch count), per-epoch reports to the pruner,
+bf16 mixed precision on a GPU, seeds; a non-finite loss fails the trial with that reason.
+Lightning is imported as ``lightning`` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from automl import text_backbones
+from automl.contracts import DataInfo, FitData, Reporter, Task
+from automl.exceptions import TrialFailed, require
+from search_spaces import text_finetune as ft_space
+from trainers.lightning_mlp import (
+    GRAD_CLIP_NORM,
+    _batch,
+    _lightning_parts,
+    _precision,
+    _quiet_lightning,
+    _Rows,
+    logits_to_scores,
+    row_weights,
+    torch_threads,
+    warmup_cosine,
+    weighted_loss,
+)
+from trainers.text_network import (
+    TextFinetuneEstimator,
+    build_network,
+    frozen_features,
+    head_network,
+    join_texts,
+    tokenize,
+    tokenizer,
+    trim_batch,
+)
+
+WARMUP_FRACTION = 0.1
+EVAL_BATCH = 64
+
+
+@functools.cache
+def _text_module() -> type:
+    torch = require("torch", "text")
+    L = require("lightning", "text")
+
+    class TextModule(L.LightningModule):
+        """Loss, optimizer groups (head / unfrozen blocks) and the schedule; the data and
+        the loop are the Trainer's."""
+
+        def __init__(self, net: Any, frozen: bool, classification: bool, params: Mapping[str, Any],
+                     total_steps: int, deadline: float) -> None:
+            super().__init__()
+            self.net, self.frozen, self.classification = net, frozen, classification
+            self.params, self.total_steps, self.deadline = dict(params), total_steps, deadline
+            self._loss_sum: Any = None
+            self._valid: list[Any] = []
+
+        def forward(self, batch: tuple[Any, ...]) -> Any:
+            if self.frozen:
+                return self.net["head"](batch[0])
+            return self.net(batch[0], batch[1])
+
+        def on_train_epoch_start(self) -> None:
+            self._loss_sum = None
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            *inputs, y, w = batch
+            loss = weighted_loss(self(tuple(inputs)), y, w, self.classification)
+            self._loss_sum = loss.detach() if self._loss_sum is None else self._loss_sum + loss.detach()
+            return loss
+
+        def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if time.monotonic() > self.deadline:
+                self.trainer.should_stop = True
+
+        def on_train_epoch_end(self) -> None:
+            self.check_loss(self.current_epoch + 1)
+
+        def check_loss(self, epoch: int) -> None:
+            if self._loss_sum is not None and not bool(torch.isfinite(self._loss_sum)):
+                raise TrialFailed(f"the training loss became {float(self._loss_sum)} in epoch {epoch} "
+                                  "(diverged: lower the learning rate)")
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self._valid.append(self(batch).float())
+
+        def validation_logits(self) -> np.ndarray:
+            out = torch.cat(self._valid).cpu().numpy()
+            self._valid.clear()
+            if not np.isfinite(out).all():
+                raise TrialFailed(f"the network's outputs became non-finite in epoch "
+                                  f"{self.current_epoch + 1} (diverged: lower the learning rate)")
+            return out
+
+        def configure_optimizers(self) -> Any:
+            p = self.params
+            head = list(self.net["head"].parameters()) if self.frozen else list(self.net.head.parameters())
+            body = [] if self.frozen else [q for q in self.net.encoder.parameters() if q.requires_grad]
+            groups = [{"params": head, "lr": float(p["head_lr"])}]
+            if body:
+                groups.append({"params": body, "lr": float(p["body_lr"])})
+            opt = torch.optim.AdamW(groups, weight_decay=float(p["weight_decay"]))
+            warmup = max(1, int(WARMUP_FRACTION * self.total_steps))
+            schedule = functools.partial(warmup_cosine, warmup=warmup, total=self.total_steps)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return TextModule
+
+
+class TextFinetuneTrainer:
+    """MiniLM (or the run's backbone) with a linear head: frozen, or its top blocks tuned."""
+
+    name = "text_finetune"
+    tasks = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
+    needs_accelerator = True
+    saved_types: ClassVar[frozenset[str]] = frozenset({"trainers.text_network.TextFinetuneEstimator"})
+
+    def __init__(self) -> None:
+        if not text_backbones.text_extra_installed():
+            raise text_backbones.missing_extra("`sentence-transformers` or the MiniLM weights")
+        for module in ("torch", "lightning", "safetensors"):
+            require(module, "text")
+        _lightning_parts()  # imports torch and lightning once, in the process that forks
+
+    def space(self, info: DataInfo) -> Mapping[str, Any]:
+        return ft_space.space(info)
+
+    def default(self, info: DataInfo) -> Mapping[str, Any]:
+        return ft_space.default(info)
+
+    def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
+        return ft_space.portfolio(info)
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> TextFinetuneEstimator:
+        with torch_threads(data.n_threads):
+            return self._fit(params, data, reporter)
+
+    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> TextFinetuneEstimator:
+        torch = require("torch", "text")
+        L = require("lightning", "text")
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        _, PruningCallback, BestWeights = _lightning_parts()
+        info, task = data.info, data.info.task
+        columns = info.schema.columns_of("text")
+        if not columns:
+            raise TrialFailed("text_finetune needs a text column; this table has none")
+        backbone = text_backbones.resolve(info.text_backbone or "minilm")
+        clf, gpu, y = task.is_classification, data.accelerator == "gpu", np.asarray(data.y_train)
+        n_out = int(info.n_classes) if clf else 1
+        y_mean, y_scale = (0.0, 1.0) if clf else (float(np.mean(y)), float(np.std(y)) or 1.0)
+        target = (torch.as_tensor(y.astype(np.int64)) if clf
+                  else torch.as_tensor(((y - y_mean) / y_scale).astype(np.float32)))
+        weights = torch.from_numpy(row_weights(y, info, params.get("class_weight") if clf else None,
+                                               data.sample_weight))
+        unfrozen, frozen = int(params["unfreeze_layers"]), int(params["unfreeze_layers"]) == 0
+        L.seed_everything(int(data.seed), workers=True, verbose=False)
+        train_texts = join_texts(data.X_train, columns)
+        if frozen:
+            feats = frozen_features(train_texts, backbone)
+            net = head_network(feats.shape[1], n_out)
+            inputs: tuple[Any, ...] = (torch.from_numpy(feats),)
+            arch = {"dim": int(feats.shape[1]), "n_layers": 0}
+            collate: Any = _batch
+        else:
+            net = build_network(backbone, n_out, unfrozen)
+            tok = tokenizer(backbone)
+            inputs = tuple(torch.from_numpy(a) for a in tokenize(tok, train_texts, params["max_length"]))
+            arch = {"dim": int(net.encoder.config.hidden_size), "n_layers": int(net.n_layers)}
+            collate = trim_batch
+        arch.update({"n_out": n_out, "unfreeze_layers": unfrozen, "max_length": int(params["max_length"])})
+
+        n = len(y)
+        batch = max(1, min(int(params["batch_size"]), n))
+        accumulate = max(1, int(params["effective_batch_size"]) // batch)
+        generator = torch.Generator().manual_seed(int(data.seed))
+        rows = _Rows(*inputs, target, weights)
+        train_loader = torch.utils.data.DataLoader(
+            rows, batch_size=batch, sampler=torch.utils.data.RandomSampler(rows, generator=generator),
+            collate_fn=collate, pin_memory=gpu)
+        refit = data.X_valid is None
+        epochs = int(params["epochs"])
+        if refit:
+            epochs = max(1, int(data.extra.get("n_iterations") or epochs))
+        total_steps = max(1, math.ceil(math.ceil(n / batch) / accumulate) * int(params["epochs"]))
+
+        callbacks: list[Any] = []
+        val_loader = best = None
+        if not refit:
+            valid_texts = join_texts(data.X_valid, columns)
+            v_inputs = ((torch.from_numpy(frozen_features(valid_texts, backbone)),) if frozen else
+                        tuple(torch.from_numpy(a) for a in tokenize(tok, valid_texts, params["max_length"])))
+            val_loader = torch.utils.data.DataLoader(_Rows(*v_inputs), batch_size=EVAL_BATCH,
+                                                     shuffle=False, collate_fn=collate, pin_memory=gpu)
+            to_scores = functools.partial(logits_to_scores, task=task.value, y_mean=y_mean, y_scale=y_scale)
+            best = BestWeights(data.metric.greater_is_better)
+            callbacks = [PruningCallback(reporter, data, to_scores), best, EarlyStopping(
+                monitor="val_metric", mode="max" if data.metric.greater_is_better else "min",
+                patience=3 if not frozen else 8, check_finite=False)]
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_quiet_lightning())
+            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="automl-text-"))
+            module = _text_module()(net, frozen, clf, params, total_steps, data.deadline)
+            trainer = L.Trainer(
+                accelerator="gpu" if gpu else "cpu", devices=1, precision=_precision(data.accelerator),
+                max_epochs=epochs, accumulate_grad_batches=accumulate,
+                gradient_clip_val=GRAD_CLIP_NORM, gradient_clip_algorithm="norm",
+                callbacks=callbacks, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                limit_val_batches=1.0 if val_loader is not None else 0, default_root_dir=root,
+                deterministic=not gpu,
+            )
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            trainer.fit(module, train_loader, val_loader)
+            module.check_loss(trainer.current_epoch)
+        if best is not None and best.state is not None:
+            net.load_state_dict(best.state)
+            data.extra["n_iterations"] = int(best.epoch)
+        elif not refit:
+            data.extra["n_iterations"] = max(1, int(trainer.current_epoch))
+        return TextFinetuneEstimator.from_network(
+            net, columns=columns, backbone=backbone, arch=arch, task=task,
+            n_classes=info.n_classes, y_mean=y_mean, y_scale=y_scale)

@@ -1,0 +1,205 @@
+"""The fine-tuned text network and its saved form, for ``trainers.text_finetune``.
+
+The network maps a text to ``head(sqrt(d) * normalize(mean_pool(encoder(text))))``: with
+the encoder frozen that is a linear head on the backbone's sentence embedding (the very
+vector :mod:`automl.text_embeddings` caches), so the cheap configuration trains on cached
+embeddings and the fine-tuned ones start from the same function.
+
+:class:`TextFinetuneEstimator` holds no torch object when saved: the backbone by name and
+weights checksum (its frozen part is the installed package's), the trained weights (head
+and unfrozen blocks) as a safetensors byte string, the architecture as a plain dict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from automl import text_backbones, text_embeddings
+from automl.contracts import Task
+from automl.exceptions import TrialFailed, require
+
+EVAL_BATCH = 64
+
+
+def join_texts(X: pd.DataFrame, columns: list[str]) -> list[str]:
+    """One string per row: the text column, or ``name: value`` of each column joined."""
+    parts = [X[c].fillna("").astype(str) for c in columns]
+    if len(parts) == 1:
+        return parts[0].tolist()
+    return [" | ".join(f"{c}: {v}" for c, v in zip(columns, row)) for row in zip(*parts)]
+
+
+def encoder_layers(encoder: Any) -> Any:
+    """The transformer blocks of a Hugging Face encoder (BERT, MPNet, ... layouts)."""
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if layers is None:
+        raise TrialFailed(f"cannot unfreeze blocks of a {type(encoder).__name__}: no encoder.layer")
+    return layers
+
+
+def trained_prefixes(n_layers: int, unfrozen: int) -> tuple[str, ...]:
+    """State-dict prefixes of what training changes: the head and the top blocks."""
+    top = range(n_layers - min(unfrozen, n_layers), n_layers)
+    return ("head.", *(f"encoder.encoder.layer.{i}." for i in top))
+
+
+def build_network(backbone: text_backbones.Backbone, n_out: int, unfrozen: int) -> Any:
+    """The encoder (loaded offline, top ``unfrozen`` blocks trainable) with a linear head."""
+    torch = require("torch", "text")
+    nn = torch.nn
+    with text_backbones.offline():
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        encoder = AutoModel.from_pretrained(backbone.path, local_files_only=True)
+    encoder.requires_grad_(False)
+    layers = encoder_layers(encoder)
+    for block in list(layers)[len(layers) - min(unfrozen, len(layers)):]:
+        block.requires_grad_(True)
+    dim = int(encoder.config.hidden_size)
+
+    class TextNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder, self.head = encoder, nn.Linear(dim, n_out)
+            self.n_layers = len(layers)
+
+        def features(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+            return math.sqrt(dim) * nn.functional.normalize(pooled.float(), dim=1)
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.head(self.features(input_ids, attention_mask))
+
+    return TextNet()
+
+
+def head_network(dim: int, n_out: int) -> Any:
+    """The head alone, for the frozen configuration (inputs: cached embeddings)."""
+    nn = require("torch", "text").nn
+    return nn.ModuleDict({"head": nn.Linear(dim, n_out)})
+
+
+def frozen_features(texts: list[str], backbone: text_backbones.Backbone) -> np.ndarray:
+    """``sqrt(d) * embedding`` from the run's cache (the embeddings are unit vectors)."""
+    E = text_embeddings.embed(texts, backbone)
+    return (math.sqrt(E.shape[1]) * E).astype(np.float32)
+
+
+def tokenizer(backbone: text_backbones.Backbone) -> Any:
+    with text_backbones.offline():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(backbone.path, local_files_only=True)
+
+
+def tokenize(tok: Any, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    enc = tok(texts, padding="longest", truncation=True, max_length=int(max_length),
+              return_tensors="np")
+    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+def trim_batch(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Cut a token batch to its longest row (ids and mask come first)."""
+    ids, mask, *rest = items
+    n = max(1, int(mask.sum(dim=1).max()))
+    return (ids[:, :n], mask[:, :n], *rest)
+
+
+class TextFinetuneEstimator(BaseEstimator):
+    """The fitted text network behind a scikit-learn interface, taking the cleaned frame."""
+
+    @classmethod
+    def from_network(cls, net: Any, *, columns: list[str], backbone: text_backbones.Backbone,
+                     arch: dict[str, Any], task: Task, n_classes: int, y_mean: float,
+                     y_scale: float) -> TextFinetuneEstimator:
+        from safetensors.torch import save
+
+        est = cls()
+        prefixes = ("head.",) if arch["unfreeze_layers"] == 0 else trained_prefixes(
+            int(arch["n_layers"]), int(arch["unfreeze_layers"]))
+        state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()
+                 if k.startswith(prefixes)}
+        est.columns_, est.arch_ = list(columns), dict(arch)
+        est.backbone_, est.backbone_sha256_ = backbone.name, backbone.sha256
+        est.backbone_package_ = backbone.package
+        est.weights_ = save(state)
+        est.task_ = task.value
+        if task.is_classification:
+            est.classes_ = np.arange(n_classes)
+        est.y_mean_, est.y_scale_ = float(y_mean), float(y_scale)
+        est._net = net.to("cpu").eval()
+        return est
+
+    def fit(self, X: Any, y: Any = None) -> TextFinetuneEstimator:
+        raise NotImplementedError("TextFinetuneEstimator is trained by trainers.text_finetune "
+                                  "(`automl fit ... --include text_finetune`), not on its own.")
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "weights_")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._net = None
+
+    def _backbone(self) -> text_backbones.Backbone:
+        return text_backbones.check_same(self.backbone_, self.backbone_sha256_,
+                                         getattr(self, "backbone_package_", ""))
+
+    def _network(self) -> Any:
+        if getattr(self, "_net", None) is None:
+            from safetensors.torch import load
+
+            arch = self.arch_
+            if int(arch["unfreeze_layers"]) == 0:
+                net = head_network(int(arch["dim"]), int(arch["n_out"]))
+            else:
+                net = build_network(self._backbone(), int(arch["n_out"]), int(arch["unfreeze_layers"]))
+            missing = net.load_state_dict(load(bytes(self.weights_)), strict=False)
+            if missing.unexpected_keys:
+                raise ValueError(f"saved text weights do not fit the network: {missing.unexpected_keys[:3]}")
+            self._net = net.eval()
+        return self._net
+
+    def _scores(self, X: Any) -> np.ndarray:
+        from trainers.lightning_mlp import logits_to_scores, torch_threads
+
+        torch = require("torch", "text")
+        texts = join_texts(pd.DataFrame(X), self.columns_)
+        chunks = []
+        with torch_threads(1), torch.inference_mode():
+            net = self._network()
+            if int(self.arch_["unfreeze_layers"]) == 0:
+                chunks.append(net["head"](torch.from_numpy(frozen_features(texts, self._backbone()))))
+            else:
+                ids, mask = tokenize(tokenizer(self._backbone()), texts, int(self.arch_["max_length"]))
+                for s in range(0, len(texts), EVAL_BATCH):
+                    b = trim_batch((torch.from_numpy(ids[s:s + EVAL_BATCH]),
+                                    torch.from_numpy(mask[s:s + EVAL_BATCH])))
+                    chunks.append(net(*b))
+        logits = (torch.cat(chunks).float().numpy() if chunks
+                  else np.zeros((0, int(self.arch_["n_out"])), dtype=np.float32))
+        return logits_to_scores(logits, self.task_, self.y_mean_, self.y_scale_)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        if self.task_ == Task.REGRESSION.value:
+            raise AttributeError("predict_proba is for classifiers; this text model is a regressor.")
+        return self._scores(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        scores = self._scores(X)
+        if self.task_ == Task.REGRESSION.value:
+            return scores
+        return self.classes_[np.argmax(scores, axis=1)]

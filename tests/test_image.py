@@ -56,6 +56,18 @@ def image_dir(tmp_path_factory):
     return root
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_threaded_torch():
+    """The test process forks trial children later (other test files): like the search
+    process, it must only run torch with one thread (see trainers.lightning_mlp.torch_threads)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def feature_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOML_CACHE_DIR", str(tmp_path / "cache"))

@@ -92,7 +92,8 @@ def test_search_across_two_nodes_survives_a_node_dying_mid_trial(cluster, tmp_pa
     try:
         data, out = tiny_csv(tmp_path / "d.csv"), tmp_path / "out"
         url = f"sqlite:///{out}/study.db"
-        env = {**_env(), "AUTOML_TEST_SLEEP_S": "2"}
+        # each trial sleeps 5 s: the node is removed well before the trial on it could finish
+        env = {**_env(), "AUTOML_TEST_SLEEP_S": "5"}
         proc = start_cli("fit", data, "--target", "y", "--include", "sleepy", "--cv", "holdout",
                          "--n-trials", 8, "--executor", "ray", "--ray-address", cluster.address,
                          "--output", out, env=env, log_dir=tmp_path)

@@ -47,14 +47,26 @@ def _docs(X: Any) -> list[str]:
     return s.fillna("").astype(str).tolist()
 
 
-def embed(texts: Sequence[str], backbone: text_backbones.Backbone) -> np.ndarray:
-    """Embeddings (float32, one row per text) from the cache, the rest computed and cached."""
+def embed(texts: Sequence[str], backbone: text_backbones.Backbone, threads: int = 1) -> np.ndarray:
+    """Embeddings (float32, one row per text) from the cache, the rest computed and cached.
+
+    Torch runs with ``threads`` intra-op threads, one by default: a process whose OpenMP
+    pool has run several threads hangs the torch children it forks later, and the search
+    process forks its trials (only the dedicated child of :func:`compute` uses more).
+    """
     keys = [(backbone.key, _digest(t)) for t in texts]
     todo = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in _CACHE))
     if todo:
+        import torch
+
         encoder = text_backbones.load_encoder(backbone)
-        vectors = encoder.encode(todo, batch_size=BATCH, convert_to_numpy=True,
-                                 show_progress_bar=False)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(max(1, int(threads)))
+        try:
+            vectors = encoder.encode(todo, batch_size=BATCH, convert_to_numpy=True,
+                                     show_progress_bar=False)
+        finally:
+            torch.set_num_threads(previous)
         for text, vec in zip(todo, np.asarray(vectors, dtype=np.float32)):
             _CACHE[(backbone.key, _digest(text))] = vec
     if not keys:
@@ -147,7 +159,7 @@ def compute(texts: list[str], names: Sequence[str]) -> dict[str, tuple[str, np.n
     with threadpool_limits(limits=None):
         for name in names:
             backbone = text_backbones.resolve(name)
-            out[name] = (backbone.key, embed(texts, backbone))
+            out[name] = (backbone.key, embed(texts, backbone, threads=os.cpu_count() or 1))
     return out
 
 

@@ -3,6 +3,7 @@ deserialized, and output folders replaced only atomically (``--force`` restores 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -126,6 +127,7 @@ def test_ctrl_c_during_force_restores_the_old_folder(fitted, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(model, out)
     before = _snapshot(out)
+    started = datetime.datetime.now()  # Optuna's trial times are naive local times
     proc = start_cli(
         "fit",
         data,
@@ -142,9 +144,11 @@ def test_ctrl_c_during_force_restores_the_old_folder(fitted, tmp_path):
     )
 
     def new_run_going():
+        # OUT holds the copied run until the new one moves it aside: count only trials
+        # that started after the new process did
         trials = load_trials(f"sqlite:///{out}/study.db")
-        # the earlier run was moved aside: every trial in OUT's study is the new run's
-        return sum(t.state.is_finished() for t in trials) >= 2
+        ours = [t for t in trials if t.datetime_start and t.datetime_start > started]
+        return sum(t.state.is_finished() for t in ours) >= 2
 
     wait_until(new_run_going, 90, "the new run's trials", proc)
     os.killpg(proc.pid, signal.SIGINT)

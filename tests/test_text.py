@@ -24,6 +24,19 @@ from automl.exceptions import ModelFileError  # noqa: E402
 from automl.preprocessing import make_preprocessor  # noqa: E402
 from automl.schema import clean_frame, infer_schema  # noqa: E402
 
+
+@pytest.fixture(autouse=True, scope="module")
+def single_threaded_torch():
+    """The test process forks trial children later: like the search process, it must only
+    run torch with one thread (see trainers.lightning_mlp.torch_threads)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 SPAM = ["WINNER! You have won a free prize, call now to claim your cash reward",
         "URGENT: your mobile number has won 2000 pounds, text CLAIM to 80086",
         "Free entry in a weekly competition to win cup final tickets, text WIN now",

@@ -440,8 +440,8 @@ RESOURCE_ERRNOS = {
     errno.EDQUOT: "the disk quota is used up; free some space or choose another --output",
     errno.EFBIG: "the file grew past the size this process may write (ulimit -f); raise the limit",
     errno.EROFS: "the file system is read-only; choose a writable --output",
-    errno.EACCES: "permission denied; choose a folder you can write to",
-    errno.EPERM: "operation not permitted; choose a folder you can write to",
+    errno.EACCES: "check its permissions (or choose an --output folder you can write to)",
+    errno.EPERM: "check its permissions (or choose an --output folder you can write to)",
     errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
     errno.ENOMEM: "out of memory; free memory, or lower --memory-limit or --n-jobs",
 }
@@ -460,7 +460,7 @@ def resource_problem(exc: BaseException) -> str | None:
         if isinstance(cur, MemoryError):
             return f"out of memory ({type(cur).__name__}); {RESOURCE_ERRNOS[errno.ENOMEM].split('; ')[1]}"
         if isinstance(cur, OSError) and cur.errno in RESOURCE_ERRNOS:
-            where = f" writing '{cur.filename}'" if cur.filename else ""
+            where = f" ('{cur.filename}')" if cur.filename else ""
             return f"{cur.strerror or os.strerror(cur.errno)}{where}: {RESOURCE_ERRNOS[cur.errno]}."
         text = str(cur).lower()
         for phrase, code in _SQLITE_RESOURCE.items():

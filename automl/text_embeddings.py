@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -151,7 +152,8 @@ def distinct_texts(X: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     return list(out)
 
 
-def compute(texts: list[str], names: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
+def compute(texts: list[str], names: Sequence[str],
+            threads: int | None = None) -> dict[str, tuple[str, np.ndarray]]:
     """Embed ``texts`` with each backbone: name -> (backbone key, matrix)."""
     from threadpoolctl import threadpool_limits
 
@@ -159,7 +161,7 @@ def compute(texts: list[str], names: Sequence[str]) -> dict[str, tuple[str, np.n
     with threadpool_limits(limits=None):
         for name in names:
             backbone = text_backbones.resolve(name)
-            out[name] = (backbone.key, embed(texts, backbone, threads=os.cpu_count() or 1))
+            out[name] = (backbone.key, embed(texts, backbone, threads=threads or os.cpu_count() or 1))
     return out
 
 
@@ -184,7 +186,10 @@ def warm_cache(X: pd.DataFrame, columns: Sequence[str], names: Sequence[str], *,
     if not names or not texts:
         return ()
     t0 = time.monotonic()
-    if isolate:
+    # where a sentence encoder already ran in this process (a notebook, the API, tests), a
+    # forked child can deadlock on its locks and thread pools: embed here, one thread
+    ran_here = "sentence_transformers" in sys.modules
+    if isolate and not ran_here:
         outcome = run_isolated(lambda: compute(texts, names), deadline=deadline,
                                mem_cap_mb=mem_cap_mb)
         if outcome.status != "ok":
@@ -192,7 +197,7 @@ def warm_cache(X: pd.DataFrame, columns: Sequence[str], names: Sequence[str], *,
             return ()
         computed = outcome.value
     else:
-        computed = compute(texts, names)
+        computed = compute(texts, names, threads=1 if ran_here else None)
     fill_cache(texts, computed)
     log.info("embedded %d distinct texts with %s in %.1fs", len(texts), ", ".join(names),
              time.monotonic() - t0)

@@ -212,6 +212,22 @@ def _setup_logging(args: argparse.Namespace) -> None:
         import warnings
 
         warnings.filterwarnings("ignore")
+        # Other libraries' log records (no handler of their own) print as one line, never a traceback.
+        # SQLAlchemy logs "Error closing cursor" with a traceback when Ctrl-C lands inside a query;
+        # the interruption itself is reported by automl, so that record is noise here.
+        other = logging.StreamHandler(sys.stderr)
+        other.setFormatter(_OneLineFormatter("automl: %(name)s: %(message)s"))
+        other.setLevel(logging.WARNING)
+        logging.getLogger().handlers[:] = [other]
+        logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """The first line of a record, without the traceback it may carry (``--debug`` shows those)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        return (self.formatMessage(record).splitlines() or [""])[0]
 
 
 def _process_start() -> float:

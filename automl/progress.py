@@ -310,7 +310,7 @@ class RichProgress(BaseProgress):
                          redirect_stderr=False)
         self.live.start()
         # route automl's log lines through the console so they print above the live display
-        for h in log.handlers:
+        for h in [*log.handlers, *logging.getLogger().handlers]:
             if isinstance(h, logging.StreamHandler) and h.stream in (sys.stderr, sys.__stderr__) \
                     and self.console.file in (sys.stderr, sys.__stderr__):
                 self._handlers.append((h, h.stream))

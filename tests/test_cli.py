@@ -93,3 +93,26 @@ def test_help_explains_options():
     for flag in ("--time-budget", "--n-trials", "--sampler", "--pruner", "--storage", "--study-name",
                  "--n-jobs", "--include", "--exclude", "--seed", "--task", "--metric", "--resume"):
         assert flag in res.stdout
+
+
+def test_other_libraries_log_one_line_without_traceback():
+    """A library that logs an error with its traceback (SQLAlchemy does when Ctrl-C lands inside a
+    query) prints one line under the CLI's logging; --debug keeps the traceback."""
+    import sys
+
+    code = (
+        "import argparse, logging\n"
+        "from automl.cli import _setup_logging\n"
+        "import sys\n"
+        "_setup_logging(argparse.Namespace(debug=sys.argv[1] == 'debug', quiet=False))\n"
+        "try:\n"
+        "    raise KeyboardInterrupt\n"
+        "except KeyboardInterrupt:\n"
+        "    logging.getLogger('sqlalchemy.pool.impl.QueuePool').error('Error closing cursor', exc_info=True)\n"
+        "    logging.getLogger('somelib').error('somelib failed\\nsecond line', exc_info=True)\n"
+    )
+    plain = subprocess.run([sys.executable, "-c", code, "plain"], capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stderr.splitlines() == ["automl: somelib: somelib failed"]
+    debug = subprocess.run([sys.executable, "-c", code, "debug"], capture_output=True, text=True)
+    assert "Traceback" in debug.stderr and "Error closing cursor" in debug.stderr

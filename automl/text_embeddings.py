@@ -1,11 +1,13 @@
-"""Sentence embeddings of text columns, computed once per run and shared by every trial.
+"""Sentence embeddings of text columns, computed once and shared by every trial and run.
 
 :func:`warm_cache` embeds every distinct text of the run's text columns before the search
-starts (in a forked child, so torch never runs in the process that forks the trials), and
-keeps the vectors in a process-wide cache keyed by backbone weights and text hash; trial,
-preprocessing and refit children are forked afterwards and inherit it. :class:`TextEmbedding`
-is the scikit-learn transformer that looks texts up there and embeds the rest (at predict
-time, in a fresh process).
+starts (in a dedicated forked child, so torch's thread pools never run in the process that
+forks the trials) and writes the vectors to the disk store of :mod:`automl.text_cache`,
+keyed by backbone weights and text hash. Trial, preprocessing and refit children and Ray
+workers read them from there (a run on texts embedded before computes nothing);
+:func:`embed` keeps what a process has read in memory. :class:`TextEmbedding` is the
+scikit-learn transformer that looks texts up and embeds the rest (at predict time, in a
+fresh process).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from automl import text_backbones
+from automl import text_backbones, text_cache
 from automl.exceptions import ConfigError
 
 log = logging.getLogger("automl")
@@ -48,31 +50,44 @@ def _docs(X: Any) -> list[str]:
     return s.fillna("").astype(str).tolist()
 
 
+def _ensure(texts: Sequence[str], backbone: text_backbones.Backbone, threads: int = 1) -> bool:
+    """Bring every text's vector into this process's memory: from the disk store, else
+    computed with the encoder (and stored). True when all of them are on disk."""
+    key = backbone.key
+    missing = {d for d in map(_digest, texts) if (key, d) not in _CACHE}
+    if missing:
+        for d, vec in text_cache.load(key, missing).items():
+            _CACHE[(key, d)] = vec
+    todo = list(dict.fromkeys(t for t in texts if (key, _digest(t)) not in _CACHE))
+    if not todo:
+        return True
+    import torch
+
+    encoder = text_backbones.load_encoder(backbone)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        vectors = encoder.encode(todo, batch_size=BATCH, convert_to_numpy=True,
+                                 show_progress_bar=False)
+    finally:
+        torch.set_num_threads(previous)
+    new = {_digest(t): vec for t, vec in zip(todo, np.asarray(vectors, dtype=np.float32))}
+    for d, vec in new.items():
+        _CACHE[(key, d)] = vec
+    return text_cache.store(key, new)
+
+
 def embed(texts: Sequence[str], backbone: text_backbones.Backbone, threads: int = 1) -> np.ndarray:
-    """Embeddings (float32, one row per text) from the cache, the rest computed and cached.
+    """Embeddings (float32, one row per text): from memory, the disk store, or computed.
 
     Torch runs with ``threads`` intra-op threads, one by default: a process whose OpenMP
     pool has run several threads hangs the torch children it forks later, and the search
     process forks its trials (only the dedicated child of :func:`compute` uses more).
     """
-    keys = [(backbone.key, _digest(t)) for t in texts]
-    todo = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in _CACHE))
-    if todo:
-        import torch
-
-        encoder = text_backbones.load_encoder(backbone)
-        previous = torch.get_num_threads()
-        torch.set_num_threads(max(1, int(threads)))
-        try:
-            vectors = encoder.encode(todo, batch_size=BATCH, convert_to_numpy=True,
-                                     show_progress_bar=False)
-        finally:
-            torch.set_num_threads(previous)
-        for text, vec in zip(todo, np.asarray(vectors, dtype=np.float32)):
-            _CACHE[(backbone.key, _digest(text))] = vec
-    if not keys:
+    _ensure(texts, backbone, threads)
+    if not texts:
         return np.zeros((0, 0), dtype=np.float32)
-    return np.stack([_CACHE[k] for k in keys])
+    return np.stack([_CACHE[(backbone.key, _digest(t))] for t in texts])
 
 
 class TextEmbedding(TransformerMixin, BaseEstimator):
@@ -153,24 +168,35 @@ def distinct_texts(X: pd.DataFrame, columns: Sequence[str]) -> list[str]:
 
 
 def compute(texts: list[str], names: Sequence[str],
-            threads: int | None = None) -> dict[str, tuple[str, np.ndarray]]:
-    """Embed ``texts`` with each backbone: name -> (backbone key, matrix)."""
+            threads: int | None = None) -> dict[str, tuple[str, np.ndarray | None]]:
+    """Embed ``texts`` with each backbone into the disk store: name -> (backbone key, the
+    matrix when the store could not hold it, else None)."""
     from threadpoolctl import threadpool_limits
 
-    out = {}
+    out: dict[str, tuple[str, np.ndarray | None]] = {}
     with threadpool_limits(limits=None):
         for name in names:
             backbone = text_backbones.resolve(name)
-            out[name] = (backbone.key, embed(texts, backbone, threads=threads or os.cpu_count() or 1))
+            stored = _ensure(texts, backbone, threads=threads or os.cpu_count() or 1)
+            out[name] = (backbone.key, None if stored else embed(texts, backbone))
     return out
 
 
-def fill_cache(texts: list[str], computed: dict[str, tuple[str, np.ndarray]]) -> None:
-    """Store computed embeddings in this process's cache (children forked later share it)."""
+def fill_cache(texts: list[str], computed: dict[str, tuple[str, np.ndarray | None]]) -> None:
+    """Keep in this process's memory the embeddings the disk store could not hold
+    (children forked later inherit them)."""
     digests = [_digest(t) for t in texts]
     for key, matrix in computed.values():
-        for d, vec in zip(digests, matrix):
-            _CACHE[(key, d)] = vec
+        if matrix is not None:
+            for d, vec in zip(digests, matrix):
+                _CACHE[(key, d)] = vec
+
+
+def on_disk(texts: list[str], name: str) -> bool:
+    """Whether the store already holds every text's embedding by backbone ``name``."""
+    key = text_backbones.resolve(name).key
+    digests = {_digest(t) for t in texts} - {d for k, d in _CACHE if k == key}
+    return not digests or len(text_cache.load(key, digests)) == len(digests)
 
 
 def warm_cache(X: pd.DataFrame, columns: Sequence[str], names: Sequence[str], *,
@@ -186,20 +212,25 @@ def warm_cache(X: pd.DataFrame, columns: Sequence[str], names: Sequence[str], *,
     if not names or not texts:
         return ()
     t0 = time.monotonic()
+    todo = [n for n in names if not on_disk(texts, n)]
+    if not todo:
+        log.info("the embeddings of %d distinct texts by %s are cached in %s", len(texts),
+                 ", ".join(names), text_cache.root())
+        return tuple(names)
     # where a sentence encoder already ran in this process (a notebook, the API, tests), a
     # forked child can deadlock on its locks and thread pools: embed here, one thread
     ran_here = "sentence_transformers" in sys.modules
     if isolate and not ran_here:
-        outcome = run_isolated(lambda: compute(texts, names), deadline=deadline,
+        outcome = run_isolated(lambda: compute(texts, todo), deadline=deadline,
                                mem_cap_mb=mem_cap_mb)
         if outcome.status != "ok":
             log.warning("text columns get TF-IDF only: embedding them failed (%s)", outcome.reason)
             return ()
         computed = outcome.value
     else:
-        computed = compute(texts, names, threads=1 if ran_here else None)
+        computed = compute(texts, todo, threads=1 if ran_here else None)
     fill_cache(texts, computed)
-    log.info("embedded %d distinct texts with %s in %.1fs", len(texts), ", ".join(names),
+    log.info("embedded %d distinct texts with %s in %.1fs", len(texts), ", ".join(todo),
              time.monotonic() - t0)
     return tuple(names)
 

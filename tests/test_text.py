@@ -37,6 +37,15 @@ def single_threaded_torch():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def embedding_store(tmp_path_factory: pytest.TempPathFactory):
+    """Embeddings go to a folder of this test run, not the user's ~/.cache (subprocesses
+    started by the tests inherit it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTOML_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 SPAM = ["WINNER! You have won a free prize, call now to claim your cash reward",
         "URGENT: your mobile number has won 2000 pounds, text CLAIM to 80086",
         "Free entry in a weekly competition to win cup final tickets, text WIN now",
@@ -177,7 +186,7 @@ def test_cli_fit_predict_round_trip_offline(tmp_path: Path) -> None:
     df.to_csv(tmp_path / "train.csv", index=False)
     df.drop(columns="label").to_csv(tmp_path / "new.csv", index=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-           "AUTOML_TEXT_BACKBONE": "auto"}
+           "AUTOML_TEXT_BACKBONE": "auto", "AUTOML_CACHE_DIR": str(tmp_path / "cache")}
     fit = subprocess.run([AUTOML, "fit", tmp_path / "train.csv", "--target", "label",
                           "--n-trials", "3", "--include", "logistic", "--text-backbone", "minilm",
                           "--output", tmp_path / "out"], capture_output=True, text=True, env=env,

@@ -126,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace an existing --output folder that automl wrote (a folder with "
                      "other files is never replaced)")
     fit.add_argument("--allow-new-data", action="store_true",
-                     help="with --resume, continue even though the data differs from the run's "
-                     "first data (earlier trials keep their old scores)")
+                     help="with --resume, continue even though the data (or --text-backbone) "
+                     "differs from the run's first (earlier trials keep their old scores)")
     fit.add_argument("--no-isolation", action="store_true",
                      help="run trials in this process (no hard time or memory limits)")
     fit.add_argument("--progress", default="auto", choices=["auto", "rich", "plain", "json", "none"],
@@ -273,6 +273,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         df = df.drop(columns=args.ignore_columns)
     args.target = target_name(df, args.target)  # as the file spells it (spaces trimmed)
     X, target = prepare_target(df, args.target, config.task)
+    backbone = rundir.text_backbone_option(args.text_backbone)
     output = rundir.prepare_output(out, resume=args.resume, force=args.force,
                                    shared=args.storage is not None)
     try:
@@ -282,6 +283,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             run_info = rundir.read_json(out / RUN_FILE) or {}
             rundir.check_same_data(run_info.get("data_fingerprint"), fingerprint, args.data,
                                    allow=args.allow_new_data)
+            rundir.check_same_backbone(run_info.get("text_backbone"), backbone, args.allow_new_data)
             if run_info.get("data_fingerprint", fingerprint) != fingerprint:
                 # out-of-fold predictions of the old rows cannot be ensembled with the new ones
                 shutil.rmtree(out / rundir.OOF_DIR, ignore_errors=True)
@@ -292,7 +294,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         run_info.update({"format": rundir.RUN_FORMAT, "storage": storage,
                          "study_name": args.study_name, "target": args.target,
                          "data": "-" if args.data == "-" else str(Path(args.data).resolve()),
-                         "data_fingerprint": fingerprint,
+                         "data_fingerprint": fingerprint, "text_backbone": backbone,
                          "automl": __version__, "pid": os.getpid()})
         atomic_write_text(out / RUN_FILE, json.dumps(run_info, indent=2))
         progress = make_progress(getattr(args, "progress", "auto"), config, quiet=args.quiet,

@@ -212,6 +212,25 @@ def check_same_data(recorded: Any, current: dict[str, Any], data: str, allow: bo
                     "give the same file, or pass --allow-new-data to continue on this data.")
 
 
+def text_backbone_option(value: str) -> str:
+    """``--text-backbone`` as recorded in ``run.json``: a folder as its absolute path."""
+    return str(Path(value).expanduser().resolve()) if Path(value).expanduser().is_dir() else value
+
+
+def check_same_backbone(recorded: Any, current: str, allow: bool) -> None:
+    """Refuse to resume a search with another ``--text-backbone`` than it started with
+    (its trials' text features would differ), unless ``allow`` (``--allow-new-data``)."""
+    if not isinstance(recorded, str) or recorded == current:
+        return
+    if allow:
+        log.warning("resuming with --text-backbone %s (the run started with %s); earlier trials "
+                    "were scored on the old text features", current, recorded)
+        return
+    raise ConfigError(f"cannot resume: this search started with --text-backbone {recorded}, not "
+                      f"{current}; give --text-backbone {recorded}, or pass --allow-new-data to "
+                      f"continue with {current}.")
+
+
 # --------------------------------------------------------------------------- reading a run
 
 @dataclass

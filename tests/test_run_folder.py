@@ -20,7 +20,7 @@ from automl.exceptions import ConfigError, OutputExistsError
 from automl.persistence import load_model
 from automl.rundir import FolderLock, is_run_folder, open_run
 from tests.conftest import AUTOML
-from tests.runs import run_cli, start_cli, tiny_csv, wait_group_gone, wait_until
+from tests.runs import plugin_env, run_cli, start_cli, tiny_csv, wait_group_gone, wait_until
 
 FIT = ("--n-trials", "2", "--include", "logistic", "--quiet")
 
@@ -228,3 +228,23 @@ def test_a_disk_that_fills_up_during_the_run_exits_3(mount, data):
     assert res.returncode == 3, res.stderr
     _one_error_line(res.stderr, "")
     assert "disk is full" in res.stderr or "No space left" in res.stderr, res.stderr
+
+
+@pytest.mark.slow
+def test_resume_with_another_text_backbone_is_refused_unless_asked(tmp_path, data):
+    """Through the real CLI: the backbone of the first run is kept in run.json."""
+    out = tmp_path / "out"
+    first = run_cli("fit", data, "--target", "y", "--output", out, "--text-backbone", "none", *FIT)
+    assert first.returncode == 0, first.stderr
+    other = run_cli("fit", data, "--target", "y", "--output", out, "--resume",
+                    "--text-backbone", "minilm", *FIT)
+    assert other.returncode == 2
+    _one_error_line(other.stderr, "this search started with --text-backbone none, not minilm; "
+                                  "give --text-backbone none, or pass --allow-new-data")
+    # asked for: it goes on (here `auto`, which this environment makes TF-IDF only)
+    allowed = run_cli("fit", data, "--target", "y", "--output", out, "--resume", "--allow-new-data",
+                      "--text-backbone", "auto", "--n-trials", "3", "--include", "logistic",
+                      env=plugin_env(AUTOML_TEXT_BACKBONE="none"))
+    assert allowed.returncode == 0, allowed.stderr
+    assert "resuming with --text-backbone auto (the run started with none)" in allowed.stderr
+    assert open_run(out).run["text_backbone"] == "auto"

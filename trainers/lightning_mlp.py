@@ -422,12 +422,16 @@ def _lightning_parts() -> tuple[type, type, type]:
                 return
             epoch = trainer.current_epoch + 1
             pl_module.check_loss(epoch)
-            pred = self.to_scores(pl_module.validation_logits())
+            from trainers.distributed import gather_rows, report_from_rank_zero
+
+            pred = self.to_scores(gather_rows(trainer, pl_module, pl_module.validation_logits(),
+                                              len(self.data.y_valid)))  # every rank's rows
             value = self.data.metric(self.data.y_valid, pred, self.data.info.n_classes)
             if not np.isfinite(value):
                 raise TrialFailed(f"the validation {self.data.metric.name} became {value} in epoch {epoch}")
             pl_module.log("val_metric", value)
-            self.reporter.report(epoch, value)  # optuna.TrialPruned propagates: the trial is pruned
+            # optuna.TrialPruned propagates (under DDP: rank 0 reports, all ranks stop)
+            report_from_rank_zero(trainer, self.reporter, epoch, value)
 
     class BestWeights(L.Callback):
         """Keeps the weights and number of the best epoch on the validation metric."""

@@ -9,8 +9,11 @@ Training practice: class-weighted loss (none / balanced), AdamW, linear warmup t
 decay per optimizer step, gradient accumulation to the searched effective batch size,
 gradient clipping, early stopping on the trial's own metric (the best epoch's weights are
 kept and its number becomes the refit's epoch count), per-epoch reports to the pruner,
-bf16 mixed precision on a GPU, seeds; a non-finite loss fails the trial with that reason.
-Lightning is imported as ``lightning`` only.
+bf16 mixed precision on a GPU (``FitData.extra['precision']`` overrides it), gradient
+checkpointing of the unfrozen blocks (``params`` or ``FitData.extra['checkpointing']``; by
+default where their activations would take over half the GPU's free memory), data-parallel
+training when the trial is given several devices (:mod:`trainers.distributed`), seeds; a
+non-finite loss fails the trial with that reason. Lightning is imported as ``lightning`` only.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from automl import text_backbones
 from automl.contracts import DataInfo, FitData, Reporter, Task
 from automl.exceptions import TrialFailed, require
 from search_spaces import text_finetune as ft_space
+from trainers.distributed import any_rank, ship_best, trial_devices
+from trainers.distributed import fit as dist_fit
+from trainers.distributed import outcome as dist_outcome
+from trainers.distributed import strategy as dist_strategy
 from trainers.lightning_mlp import (
     GRAD_CLIP_NORM,
     _batch,
@@ -45,7 +52,9 @@ from trainers.lightning_mlp import (
 )
 from trainers.text_network import (
     TextFinetuneEstimator,
+    activation_bytes,
     build_network,
+    enable_checkpointing,
     frozen_features,
     head_network,
     join_texts,
@@ -56,6 +65,7 @@ from trainers.text_network import (
 
 WARMUP_FRACTION = 0.1
 EVAL_BATCH = 64
+CHECKPOINT_SHARE = 0.5  # automatic checkpointing above this share of the GPU's free memory
 
 
 @functools.cache
@@ -80,6 +90,20 @@ def _text_module() -> type:
                 return self.net["head"](batch[0])
             return self.net(batch[0], batch[1])
 
+        def on_fit_start(self) -> None:
+            """Gradient checkpointing: as asked (``params['checkpointing']``), else where the
+            trained blocks' activations would take over a share of the GPU's free memory."""
+            on = self.params.get("checkpointing")
+            if self.frozen or on is False:
+                return
+            if on is None and self.device.type == "cuda":
+                free = torch.cuda.mem_get_info(self.device)[0]
+                on = activation_bytes(self.net.encoder.config, int(self.params["batch_size"]),
+                                      int(self.params["max_length"]),
+                                      int(self.params["unfreeze_layers"])) > CHECKPOINT_SHARE * free
+            if on:
+                enable_checkpointing(self.net.encoder)
+
         def on_train_epoch_start(self) -> None:
             self._loss_sum = None
 
@@ -90,7 +114,7 @@ def _text_module() -> type:
             return loss
 
         def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-            if time.monotonic() > self.deadline:
+            if any_rank(self.trainer, time.monotonic() > self.deadline):  # all ranks stop together
                 self.trainer.should_stop = True
 
         def on_train_epoch_end(self) -> None:
@@ -221,24 +245,29 @@ class TextFinetuneTrainer:
         with contextlib.ExitStack() as stack:
             stack.enter_context(_quiet_lightning())
             root = stack.enter_context(tempfile.TemporaryDirectory(prefix="automl-text-"))
-            module = _text_module()(net, frozen, clf, params, total_steps, data.deadline)
+            module = _text_module()(net, frozen, clf, {**params, "checkpointing": params.get(
+                "checkpointing", data.extra.get("checkpointing"))}, total_steps, data.deadline)
+            devices = trial_devices(data)  # several: data-parallel (trainers.distributed)
             trainer = L.Trainer(
-                accelerator="gpu" if gpu else "cpu", devices=1, precision=_precision(data.accelerator),
+                accelerator="gpu" if gpu else "cpu", devices=devices, strategy=dist_strategy(devices),
+                precision=data.extra.get("precision") or _precision(data.accelerator),
                 max_epochs=epochs, accumulate_grad_batches=accumulate,
                 gradient_clip_val=GRAD_CLIP_NORM, gradient_clip_algorithm="norm",
-                callbacks=callbacks, logger=False, enable_checkpointing=False,
+                callbacks=[*callbacks, ship_best(best)], logger=False, enable_checkpointing=False,
                 enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                 limit_val_batches=1.0 if val_loader is not None else 0, default_root_dir=root,
                 deterministic=not gpu,
             )
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            trainer.fit(module, train_loader, val_loader)
+            dist_fit(trainer, module, train_loader, val_loader)
             module.check_loss(trainer.current_epoch)
-        if best is not None and best.state is not None:
-            net.load_state_dict(best.state)
-            data.extra["n_iterations"] = int(best.epoch)
+        best_epoch, epochs_run = dist_outcome(trainer, best)  # raises TrialPruned from DDP ranks
+        if best_epoch is not None:
+            if best.state is not None:  # one process (under DDP rank 0 already loaded them)
+                net.load_state_dict(best.state)
+            data.extra["n_iterations"] = best_epoch
         elif not refit:
-            data.extra["n_iterations"] = max(1, int(trainer.current_epoch))
+            data.extra["n_iterations"] = max(1, epochs_run)
         return TextFinetuneEstimator.from_network(
             net, columns=columns, backbone=backbone, arch=arch, task=task,
             n_classes=info.n_classes, y_mean=y_mean, y_scale=y_scale)

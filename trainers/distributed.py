@@ -1,0 +1,144 @@
+"""One trial trained data-parallel over several devices (Lightning DDP), and the rank
+gating its callbacks need there.
+
+A trial given several GPUs (``FitData.extra['devices']``, else the GPUs its executor made
+visible through ``CUDA_VISIBLE_DEVICES``) trains with ``strategy="ddp_fork"``: Lightning
+forks one process per device from the trial's process (which must not have initialised
+CUDA; see ``PYTORCH_NVML_BASED_CUDA_CHECK``) and splits every batch between them. On the
+CPU the same runs over gloo with ``FitData.extra['devices']`` processes (the tests do).
+
+Under DDP each rank validates its share of the rows, so the pruning callback first
+gathers every rank's outputs (:func:`gather_rows`); only rank 0 reports to the Optuna
+trial, and its answer is broadcast so that all ranks stop together
+(:func:`report_from_rank_zero`). The processes that trained end with the fit: the process
+that called ``fit`` gets rank 0's final weights and ``callback_metrics`` only, so
+:class:`ShipBest` puts the best epoch's weights into the model before they are collected,
+and :func:`outcome` reads the best epoch, the epochs run and a pruning decision back
+from those metrics (``optuna.TrialPruned`` and ``TrialFailed`` are raised again there).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import numpy as np
+
+from automl.contracts import FitData, Reporter
+from automl.exceptions import TrialFailed
+
+PRUNED_STEP, BEST_EPOCH, EPOCHS_RUN = "dist_pruned_step", "dist_best_epoch", "dist_epochs_run"
+
+
+def trial_devices(data: FitData) -> int:
+    """How many devices this trial trains on (1 unless it was given several)."""
+    given = data.extra.get("devices")
+    if given:
+        return max(1, int(given))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if data.accelerator == "gpu" else ""
+    return max(1, len([d for d in visible.split(",") if d.strip()]))
+
+
+def strategy(devices: int) -> str:
+    """Lightning's strategy for ``devices`` (forked ranks: no re-run of the main script)."""
+    return "ddp_fork" if devices > 1 else "auto"
+
+
+def gather_rows(trainer: Any, pl_module: Any, rows: np.ndarray, n: int) -> np.ndarray:
+    """Every rank's validation outputs, in the loader's row order (one rank: ``rows``).
+
+    Lightning's distributed sampler gives rank ``r`` of ``W`` the rows ``r, r + W, ...``,
+    the last ones padded by repeating the first rows: interleave, then cut to ``n``.
+    """
+    if trainer.world_size == 1:
+        return rows
+    import torch
+
+    local = torch.from_numpy(np.ascontiguousarray(rows)).to(pl_module.device)
+    every = trainer.strategy.all_gather(local)  # (W, rows per rank, ...)
+    return every.transpose(0, 1).reshape(-1, *rows.shape[1:])[:n].cpu().numpy()
+
+
+def any_rank(trainer: Any, flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on one (e.g. a deadline passed)."""
+    if trainer.world_size == 1:
+        return flag
+    return bool(trainer.strategy.reduce_boolean_decision(bool(flag), all=False))
+
+
+def report_from_rank_zero(trainer: Any, reporter: Reporter, step: int, value: float) -> None:
+    """Report ``value`` to the trial once per step: from rank 0 only under DDP, with the
+    pruner's answer broadcast so that every rank stops after this epoch when it says so.
+
+    With one process it is ``reporter.report`` (``optuna.TrialPruned`` propagates)."""
+    if trainer.world_size == 1:
+        reporter.report(step, value)
+        return
+    import optuna
+    import torch
+
+    pruned = False
+    if trainer.global_rank == 0:
+        try:
+            reporter.report(step, value)
+        except optuna.TrialPruned:
+            pruned = True
+    if trainer.strategy.broadcast(pruned, src=0):
+        trainer.should_stop = True
+        trainer.callback_metrics[PRUNED_STEP] = torch.tensor(float(step))
+
+
+def _ship_best_class() -> type:
+    import lightning as L
+
+    class ShipBest(L.Callback):
+        """Under DDP: at the end of training, rank 0's model takes the best epoch's weights
+        (kept by ``best``, a ``BestWeights`` callback) and the metrics carry its number."""
+
+        def __init__(self, best: Any) -> None:
+            self.best = best
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            import torch
+
+            if trainer.world_size == 1:
+                return
+            trainer.callback_metrics[EPOCHS_RUN] = torch.tensor(float(trainer.current_epoch))
+            if self.best is not None and self.best.state is not None:
+                pl_module.net.load_state_dict(self.best.state)
+                trainer.callback_metrics[BEST_EPOCH] = torch.tensor(float(self.best.epoch))
+
+    return ShipBest
+
+
+def ship_best(best: Any) -> Any:
+    """The :class:`ShipBest` callback for a ``BestWeights`` callback (or None: a refit)."""
+    return _ship_best_class()(best)
+
+
+def fit(trainer: Any, module: Any, train_loader: Any, val_loader: Any) -> None:
+    """``trainer.fit``, with a failed rank's ``TrialFailed`` raised again here by its reason."""
+    try:
+        trainer.fit(module, train_loader, val_loader)
+    except Exception as exc:  # torch.multiprocessing's ProcessRaisedException: only its text
+        if trainer.world_size == 1 or "TrialFailed" not in str(exc):
+            raise
+        reason = re.findall(r"TrialFailed: (.+)", str(exc))
+        raise TrialFailed(reason[-1].strip() if reason else str(exc).strip().splitlines()[-1]) from None
+
+
+def outcome(trainer: Any, best: Any) -> tuple[int | None, int]:
+    """After ``fit``: (the best epoch or None, the epochs run), read where they are.
+
+    Raises ``optuna.TrialPruned`` when rank 0's pruner stopped a data-parallel fit."""
+    if trainer.world_size == 1:
+        epoch = int(best.epoch) if best is not None and best.state is not None else None
+        return epoch, int(trainer.current_epoch)
+    metrics = trainer.callback_metrics
+    if PRUNED_STEP in metrics:
+        import optuna
+
+        raise optuna.TrialPruned(f"pruned at step {int(metrics[PRUNED_STEP])}")
+    epoch = int(metrics[BEST_EPOCH]) if BEST_EPOCH in metrics else None
+    return epoch, int(metrics[EPOCHS_RUN]) if EPOCHS_RUN in metrics else 0

@@ -229,7 +229,8 @@ class ImageTrainer(_ImageLearner):
             module.fail_if_slow = not refit
             trainer = L.Trainer(
                 accelerator="gpu" if gpu else "cpu", devices=devices,
-                strategy="ddp_fork" if devices > 1 else "auto", precision=_precision(data.accelerator),
+                strategy="ddp_fork" if devices > 1 else "auto",
+                precision=data.extra.get("precision") or _precision(data.accelerator),
                 max_epochs=train_epochs, accumulate_grad_batches=accumulate,
                 gradient_clip_val=GRAD_CLIP_NORM, gradient_clip_algorithm="norm",
                 deterministic=False, callbacks=callbacks,

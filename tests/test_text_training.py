@@ -155,3 +155,44 @@ def test_data_parallel_fit_is_pruned_on_every_rank(tmp_path: Path) -> None:
     with pytest.raises(optuna.TrialPruned, match="step 2"):
         get_trainer("text_finetune").fit(params, data, reporter)
     assert [s for _, s, _ in reporter.lines()] == [1, 2]  # all ranks stopped after the answer
+
+
+def test_data_parallel_trial_reports_through_the_parent_channel() -> None:
+    """As the local executor runs it: the trial is a forked child, its rank 0 a process
+    forked from that, and the reports reach this process through the child's channel."""
+    import time
+
+    from automl.isolation import ask_parent, run_isolated
+    from automl.objective import TrialReporter
+    from automl.registry import get_trainer
+
+    data, params = _ddp_data()
+    told: list[tuple] = []
+
+    def answer(message: tuple) -> bool:
+        told.append(message)
+        return False
+
+    def trial() -> int:
+        reporter = TrialReporter(lambda step, value: bool(ask_parent(("report", step, value))))
+        get_trainer("text_finetune").fit(params, data, reporter)
+        return int(data.extra["n_iterations"])
+
+    outcome = run_isolated(trial, deadline=time.monotonic() + 240, mem_cap_mb=None, on_message=answer)
+    assert outcome.status == "ok", outcome.reason
+    assert [m[1] for m in told] == list(range(1, len(told) + 1)) and 1 <= outcome.value <= len(told)
+
+
+def test_devices_given_to_a_trial(monkeypatch) -> None:
+    from automl.executors import gpu_env
+    from trainers.distributed import strategy, trial_devices
+
+    data = _finetune_data()
+    env = gpu_env(["2", "5"])
+    assert env == {"CUDA_VISIBLE_DEVICES": "2,5", "AUTOML_TRIAL_DEVICES": "2"} and gpu_env([]) is None
+    monkeypatch.setenv("AUTOML_TRIAL_DEVICES", "2")
+    assert trial_devices(data) == 1  # on the CPU only when asked through FitData.extra
+    data.accelerator = "gpu"
+    assert trial_devices(data) == 2 and strategy(2) == "ddp_fork" and strategy(1) == "auto"
+    monkeypatch.delenv("AUTOML_TRIAL_DEVICES")
+    assert trial_devices(data) == 1

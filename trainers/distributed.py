@@ -1,11 +1,12 @@
 """One trial trained data-parallel over several devices (Lightning DDP), and the rank
 gating its callbacks need there.
 
-A trial given several GPUs (``FitData.extra['devices']``, else the GPUs its executor made
-visible through ``CUDA_VISIBLE_DEVICES``) trains with ``strategy="ddp_fork"``: Lightning
-forks one process per device from the trial's process (which must not have initialised
-CUDA; see ``PYTORCH_NVML_BASED_CUDA_CHECK``) and splits every batch between them. On the
-CPU the same runs over gloo with ``FitData.extra['devices']`` processes (the tests do).
+A trial given several GPUs (``--gpus-per-trial 2``: the executor makes them visible and
+says how many in ``AUTOML_TRIAL_DEVICES``; or ``FitData.extra['devices']``) trains with
+``strategy="ddp_fork"``: Lightning forks one process per device from the trial's process
+(which must not have initialised CUDA; see ``PYTORCH_NVML_BASED_CUDA_CHECK``) and splits
+every batch between them. On the CPU the same runs over gloo with
+``FitData.extra['devices']`` processes (the tests do).
 
 Under DDP each rank validates its share of the rows, so the pruning callback first
 gathers every rank's outputs (:func:`gather_rows`); only rank 0 reports to the Optuna
@@ -32,12 +33,20 @@ PRUNED_STEP, BEST_EPOCH, EPOCHS_RUN = "dist_pruned_step", "dist_best_epoch", "di
 
 
 def trial_devices(data: FitData) -> int:
-    """How many devices this trial trains on (1 unless it was given several)."""
+    """How many devices this trial trains on: 1 unless it was given several
+    (``FitData.extra['devices']``, or on a GPU the count its executor put in
+    ``AUTOML_TRIAL_DEVICES`` beside ``CUDA_VISIBLE_DEVICES``)."""
     given = data.extra.get("devices")
     if given:
         return max(1, int(given))
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "") if data.accelerator == "gpu" else ""
-    return max(1, len([d for d in visible.split(",") if d.strip()]))
+    if data.accelerator != "gpu":
+        return 1
+    from automl.executors import TRIAL_DEVICES_ENV
+
+    try:
+        return max(1, int(os.environ.get(TRIAL_DEVICES_ENV) or 1))
+    except ValueError:
+        return 1
 
 
 def strategy(devices: int) -> str:

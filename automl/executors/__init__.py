@@ -102,6 +102,16 @@ def make_executor(config: SearchConfig, storage_url: str | None) -> Executor:
     return LocalExecutor(config)
 
 
+TRIAL_DEVICES_ENV = "AUTOML_TRIAL_DEVICES"  # how many GPUs a trial was given (trainers.distributed)
+
+
+def gpu_env(gpus: Sequence[str]) -> dict[str, str] | None:
+    """A trial child's environment for the GPUs given to it (None: none given)."""
+    if not gpus:
+        return None
+    return {"CUDA_VISIBLE_DEVICES": ",".join(gpus), TRIAL_DEVICES_ENV: str(len(gpus))}
+
+
 def visible_gpus() -> list[str]:
     """The GPUs this machine shows (``CUDA_VISIBLE_DEVICES`` when set, else ``nvidia-smi -L``),
     found without initialising CUDA in this process (its children fork)."""

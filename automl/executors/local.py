@@ -16,7 +16,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from automl.config import SearchConfig
-from automl.executors import Outcome, TrialHooks, check_local_gpus
+from automl.executors import Outcome, TrialHooks, check_local_gpus, gpu_env
 from automl.isolation import ChildOutcome, IsolatedChild, ask_parent, default_memory_cap_mb, run_isolated
 from automl.objective import TrialReporter, TrialSpec, evaluate
 from automl.problem import Problem, preprocess_folds
@@ -89,7 +89,7 @@ class LocalExecutor:
         problem = self.problem
         assert problem is not None
         gpus = self._pick_gpus() or []
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if gpus else None
+        env = gpu_env(gpus)
         reporter = TrialReporter(_ask_parent_report)
         child = IsolatedChild(lambda: evaluate(problem, spec, reporter),
                               deadline=time.monotonic() + spec.limit_s,
@@ -120,7 +120,7 @@ class LocalExecutor:
         problem = self.problem
         assert problem is not None
         gpus = self._pick_gpus() or []
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus)} if gpus else None
+        env = gpu_env(gpus)
         return _outcome(run_isolated(lambda: job(problem, spec),
                                      deadline=time.monotonic() + spec.limit_s,
                                      mem_cap_mb=self._cap(1), env=env))

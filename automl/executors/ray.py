@@ -36,7 +36,7 @@ from typing import Any
 
 from automl.config import SearchConfig
 from automl.exceptions import ConfigError, MissingDependencyError
-from automl.executors import Outcome, TrialHooks
+from automl.executors import Outcome, TrialHooks, gpu_env
 from automl.isolation import ask_parent, default_memory_cap_mb, run_isolated
 from automl.objective import TrialReporter, TrialSpec, evaluate
 from automl.problem import Problem, preprocess_folds
@@ -123,6 +123,13 @@ def _worker_problem(refs: list[Any], custom: Sequence[type]) -> Problem:
     return _WORKER_CACHE[key]
 
 
+def _gpus_given() -> dict[str, str] | None:
+    """The environment that tells a trial child how many GPUs Ray gave this task."""
+    import ray
+
+    return gpu_env([str(g) for g in ray.get_runtime_context().get_accelerator_ids().get("GPU", [])])
+
+
 def _ask_parent_report(step: int, value: float) -> bool:
     return bool(ask_parent(("report", step, value)))  # the forked child never calls Ray
 
@@ -146,7 +153,8 @@ def _trial_task(refs: list[Any], spec: TrialSpec, board: Any, custom: Sequence[t
     child = run_isolated(lambda: evaluate(problem, spec, reporter),
                          deadline=time.monotonic() + spec.limit_s,
                          mem_cap_mb=mem_cap_mb or default_memory_cap_mb(n_parallel),
-                         on_message=lambda m: ray.get(board.ask.remote(spec.number, m[1], m[2])))
+                         on_message=lambda m: ray.get(board.ask.remote(spec.number, m[1], m[2])),
+                         env=_gpus_given())
     return Outcome(child.status, child.value if child.status == "ok" else None, child.reason)
 
 
@@ -154,7 +162,7 @@ def _job_task(refs: list[Any], job: Callable[[Problem, TrialSpec], Any], spec: T
               custom: Sequence[type], mem_cap_mb: float | None) -> Outcome:
     problem = _worker_problem(refs, custom)
     child = run_isolated(lambda: job(problem, spec), deadline=time.monotonic() + spec.limit_s,
-                         mem_cap_mb=mem_cap_mb or default_memory_cap_mb(1))
+                         mem_cap_mb=mem_cap_mb or default_memory_cap_mb(1), env=_gpus_given())
     return Outcome(child.status, child.value if child.status == "ok" else None, child.reason)
 
 

@@ -382,3 +382,24 @@ def test_finetune_runs_an_epoch_in_bf16_mixed_precision(image_dir, monkeypatch):
     assert [s for s, _ in reporter.values] == [1] and np.isfinite(reporter.values[0][1])
     proba = est.predict_proba(data.X_valid)
     assert proba.shape == (len(data.X_valid), 2) and np.allclose(proba.sum(axis=1), 1)
+
+
+def test_finetune_data_parallel_on_two_cpu_processes(image_dir, tmp_path):
+    """Two gloo processes: one report per epoch, from rank 0 (another process), and the
+    best epoch's weights come back to this one."""
+    from trainers.image_trainers import ImageTrainer
+
+    class FileReporter:
+        def report(self, step: int, value: float) -> None:
+            with open(tmp_path / "reports.txt", "a") as f:
+                f.write(f"{os.getpid()} {step}\n")
+
+    data = _problem(image_dir)
+    data.extra["devices"] = 2
+    params = {"backbone": "lite0", "resolution": 64, "unfreeze": 1, "lr_head": 3e-3, "lr_body": 3e-4,
+              "augment": 0.0, "epochs": 2, "batch_size": 4}
+    est = ImageTrainer().fit(params, data, FileReporter())
+    lines = [ln.split() for ln in (tmp_path / "reports.txt").read_text().splitlines()]
+    assert {p for p, _ in lines} != {str(os.getpid())} and len({p for p, _ in lines}) == 1
+    assert [int(s) for _, s in lines] == [1, 2] and data.extra["n_iterations"] in (1, 2)
+    assert est.predict_proba(data.X_valid).shape == (len(data.X_valid), 2)

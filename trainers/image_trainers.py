@@ -12,8 +12,8 @@ gradient clipping, gradient accumulation up to the searched effective batch size
 optional gradient checkpointing (``params['checkpointing']`` or
 ``FitData.extra['checkpointing']``), augmentation (:mod:`trainers.image_augment`), early
 stopping on the trial's metric (the best epoch's weights are kept), per-epoch pruning,
-bf16 mixed precision on a GPU, data-parallel over ``FitData.extra['devices']`` GPUs, and
-seeds. A non-finite loss fails the trial with that reason.
+bf16 mixed precision on a GPU, data-parallel over the GPUs a trial is given (see
+:mod:`trainers.distributed`), and seeds. A non-finite loss fails the trial with that reason.
 Class imbalance: class-weighted loss (probe: ``class_weight`` of scikit-learn).
 """
 
@@ -43,6 +43,10 @@ from trainers.image_backbone import (
     forward,
     torch,
 )
+from trainers.distributed import any_rank, ship_best, trial_devices
+from trainers.distributed import fit as dist_fit
+from trainers.distributed import outcome as dist_outcome
+from trainers.distributed import strategy as dist_strategy
 from trainers.lightning_mlp import (
     _lightning_parts,
     _precision,
@@ -214,7 +218,7 @@ class ImageTrainer(_ImageLearner):
             callbacks = [PruningCallback(reporter, data, to_scores), best, EarlyStopping(
                 monitor="val_metric", mode="max" if data.metric.greater_is_better else "min",
                 patience=max(2, epochs // 4), check_finite=False)]
-        devices = max(1, int(data.extra.get("devices") or 1)) if gpu else 1
+        devices = trial_devices(data)  # several: data-parallel (trainers.distributed)
         checkpointing = bool(params.get("checkpointing", data.extra.get("checkpointing", False)))
         with contextlib.ExitStack() as stack:
             stack.enter_context(_quiet_lightning())
@@ -229,24 +233,26 @@ class ImageTrainer(_ImageLearner):
             module.fail_if_slow = not refit
             trainer = L.Trainer(
                 accelerator="gpu" if gpu else "cpu", devices=devices,
-                strategy="ddp_fork" if devices > 1 else "auto",
+                strategy=dist_strategy(devices),
                 precision=data.extra.get("precision") or _precision(data.accelerator),
                 max_epochs=train_epochs, accumulate_grad_batches=accumulate,
                 gradient_clip_val=GRAD_CLIP_NORM, gradient_clip_algorithm="norm",
-                deterministic=False, callbacks=callbacks,
+                deterministic=False, callbacks=[*callbacks, ship_best(best)],
                 logger=CSVLogger(root, name="image", version=f"{os.getpid()}-{time.time_ns()}"),
                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                 num_sanity_val_steps=0, limit_val_batches=1.0 if val_loader is not None else 0,
                 default_root_dir=root, log_every_n_steps=1,
             )
-            trainer.fit(module, train_loader, val_loader)
+            dist_fit(trainer, module, train_loader, val_loader)
             module.check_loss(trainer.current_epoch)
         net = module.net
-        if best is not None and best.state is not None:
-            net.load_state_dict(best.state)
-            data.extra["n_iterations"] = int(best.epoch)
+        best_epoch, epochs_run = dist_outcome(trainer, best)  # raises TrialPruned from DDP ranks
+        if best_epoch is not None:
+            if best.state is not None:  # one process (under DDP rank 0 already loaded them)
+                net.load_state_dict(best.state)
+            data.extra["n_iterations"] = best_epoch
         elif not refit:
-            data.extra["n_iterations"] = max(1, int(trainer.current_epoch))
+            data.extra["n_iterations"] = max(1, epochs_run)
         est = ImageEstimator.from_network(net, arch, task, info.n_classes, y_mean, y_scale)
         if val_loader is not None:
             with t.inference_mode():
@@ -305,7 +311,7 @@ def _image_module() -> type:
             return loss
 
         def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-            if time.monotonic() > self.deadline:
+            if any_rank(self.trainer, time.monotonic() > self.deadline):  # all ranks stop together
                 self.trainer.should_stop = True
             n_batches = int(self.trainer.num_training_batches)
             if self.current_epoch == 0 and batch_idx + 1 == min(SPEED_CHECK_BATCHES, n_batches):

@@ -196,3 +196,13 @@ def test_devices_given_to_a_trial(monkeypatch) -> None:
     assert trial_devices(data) == 2 and strategy(2) == "ddp_fork" and strategy(1) == "auto"
     monkeypatch.delenv("AUTOML_TRIAL_DEVICES")
     assert trial_devices(data) == 1
+
+
+def test_data_parallel_fit_that_diverges_fails_with_the_reason(tmp_path: Path) -> None:
+    from automl.exceptions import TrialFailed
+    from automl.registry import get_trainer
+
+    data, params = _ddp_data()
+    with pytest.raises(TrialFailed, match="training loss became|outputs became non-finite"):
+        get_trainer("text_finetune").fit({**params, "head_lr": 1e36}, data,
+                                         FileReporter(tmp_path / "reports.txt"))

@@ -13,9 +13,10 @@ gathers every rank's outputs (:func:`gather_rows`); only rank 0 reports to the O
 trial, and its answer is broadcast so that all ranks stop together
 (:func:`report_from_rank_zero`). The processes that trained end with the fit: the process
 that called ``fit`` gets rank 0's final weights and ``callback_metrics`` only, so
-:class:`ShipBest` puts the best epoch's weights into the model before they are collected,
+:class:`RankHooks` puts the best epoch's weights into the model before they are collected,
 and :func:`outcome` reads the best epoch, the epochs run and a pruning decision back
-from those metrics (``optuna.TrialPruned`` and ``TrialFailed`` are raised again there).
+from those metrics (raising ``optuna.TrialPruned`` there); :func:`fit` raises a rank's
+``TrialFailed`` again, with its reason.
 """
 
 from __future__ import annotations
@@ -98,15 +99,23 @@ def report_from_rank_zero(trainer: Any, reporter: Reporter, step: int, value: fl
         trainer.callback_metrics[PRUNED_STEP] = torch.tensor(float(step))
 
 
-def _ship_best_class() -> type:
+def _rank_hooks_class() -> type:
     import lightning as L
 
-    class ShipBest(L.Callback):
-        """Under DDP: at the end of training, rank 0's model takes the best epoch's weights
-        (kept by ``best``, a ``BestWeights`` callback) and the metrics carry its number."""
+    class RankHooks(L.Callback):
+        """Under DDP, in every rank: die with the trial's process (the executor kills that
+        one at the hard deadline); at the end of training, rank 0's model takes the best
+        epoch's weights (kept by ``best``, a ``BestWeights`` callback) and the metrics
+        carry its number and the epochs run, for :func:`outcome`."""
 
         def __init__(self, best: Any) -> None:
             self.best = best
+
+        def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+            if trainer.world_size > 1:  # a rank forked by Lightning from the trial's process
+                from automl.isolation import die_with_parent
+
+                die_with_parent()
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             import torch
@@ -118,12 +127,12 @@ def _ship_best_class() -> type:
                 pl_module.net.load_state_dict(self.best.state)
                 trainer.callback_metrics[BEST_EPOCH] = torch.tensor(float(self.best.epoch))
 
-    return ShipBest
+    return RankHooks
 
 
-def ship_best(best: Any) -> Any:
-    """The :class:`ShipBest` callback for a ``BestWeights`` callback (or None: a refit)."""
-    return _ship_best_class()(best)
+def rank_hooks(best: Any) -> Any:
+    """The :class:`RankHooks` callback for a ``BestWeights`` callback (or None: a refit)."""
+    return _rank_hooks_class()(best)
 
 
 def fit(trainer: Any, module: Any, train_loader: Any, val_loader: Any) -> None:

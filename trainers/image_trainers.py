@@ -43,7 +43,7 @@ from trainers.image_backbone import (
     forward,
     torch,
 )
-from trainers.distributed import any_rank, ship_best, trial_devices
+from trainers.distributed import any_rank, rank_hooks, trial_devices
 from trainers.distributed import fit as dist_fit
 from trainers.distributed import outcome as dist_outcome
 from trainers.distributed import strategy as dist_strategy
@@ -237,7 +237,7 @@ class ImageTrainer(_ImageLearner):
                 precision=data.extra.get("precision") or _precision(data.accelerator),
                 max_epochs=train_epochs, accumulate_grad_batches=accumulate,
                 gradient_clip_val=GRAD_CLIP_NORM, gradient_clip_algorithm="norm",
-                deterministic=False, callbacks=[*callbacks, ship_best(best)],
+                deterministic=False, callbacks=[*callbacks, rank_hooks(best)],
                 logger=CSVLogger(root, name="image", version=f"{os.getpid()}-{time.time_ns()}"),
                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                 num_sanity_val_steps=0, limit_val_batches=1.0 if val_loader is not None else 0,

@@ -33,7 +33,7 @@ from automl import text_backbones
 from automl.contracts import DataInfo, FitData, Reporter, Task
 from automl.exceptions import TrialFailed, require
 from search_spaces import text_finetune as ft_space
-from trainers.distributed import any_rank, ship_best, trial_devices
+from trainers.distributed import any_rank, rank_hooks, trial_devices
 from trainers.distributed import fit as dist_fit
 from trainers.distributed import outcome as dist_outcome
 from trainers.distributed import strategy as dist_strategy
@@ -253,7 +253,7 @@ class TextFinetuneTrainer:
                 precision=data.extra.get("precision") or _precision(data.accelerator),
                 max_epochs=epochs, accumulate_grad_batches=accumulate,
                 gradient_clip_val=GRAD_CLIP_NORM, gradient_clip_algorithm="norm",
-                callbacks=[*callbacks, ship_best(best)], logger=False, enable_checkpointing=False,
+                callbacks=[*callbacks, rank_hooks(best)], logger=False, enable_checkpointing=False,
                 enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                 limit_val_batches=1.0 if val_loader is not None else 0, default_root_dir=root,
                 deterministic=not gpu,

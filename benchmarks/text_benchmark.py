@@ -115,6 +115,9 @@ def main() -> None:
     from automl.schema import infer_schema
 
     load0 = os.getloadavg()[0]
+    # a fresh embedding store (automl.text_cache) for each method: its time includes embedding
+    store = Path(tempfile.mkdtemp(prefix="text-benchmark-"))
+    os.environ["AUTOML_CACHE_DIR"] = str(store / "automl")
     df = pd.read_csv(args.data)
     if args.rows:
         df = df.sample(args.rows, random_state=args.seed)
@@ -136,6 +139,7 @@ def main() -> None:
 
     if not args.representations_only:
         text_embeddings._CACHE.clear()  # the probe's time includes embedding, as automl's does
+        os.environ["AUTOML_CACHE_DIR"] = str(store / "probe")
         auc, secs = probe(X_tr, y_tr, X_te, y_te, text_cols[0])
         lines.append(f"| linear probe on frozen MiniLM embeddings | {auc:.4f} | {secs:.0f} | logistic C=1 |")
     lines += ["", "Representations, 5-fold AUC on the training part (fixed learners):", "",

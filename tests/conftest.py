@@ -10,6 +10,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Text columns get TF-IDF only unless a test asks for sentence embeddings (tests/test_text.py):
 # loading the backbone would add seconds to every search over the text column of mixed_frame.
 os.environ.setdefault("AUTOML_TEXT_BACKBONE", "none")
+# Image features and text embeddings are cached on disk across runs; tests use a fresh cache of
+# their own (never the user's ~/.cache/automl), so a test cannot pass on an earlier run's cache.
+if "AUTOML_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["AUTOML_CACHE_DIR"] = tempfile.mkdtemp(prefix="automl-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["AUTOML_CACHE_DIR"], True)
 from pathlib import Path
 
 import numpy as np

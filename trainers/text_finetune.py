@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from automl import text_backbones
-from automl.contracts import DataInfo, FitData, Reporter, Task
+from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.exceptions import TrialFailed, require
 from search_spaces import text_finetune as ft_space
 from trainers.lightning_mlp import (
@@ -128,7 +128,7 @@ def _text_module() -> type:
     return TextModule
 
 
-class TextFinetuneTrainer:
+class TextFinetuneTrainer(Trainer):
     """MiniLM (or the run's backbone) with a linear head: frozen, or its top blocks tuned."""
 
     name = "text_finetune"
@@ -152,11 +152,11 @@ class TextFinetuneTrainer:
     def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
         return ft_space.portfolio(info)
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> TextFinetuneEstimator:
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         with torch_threads(data.n_threads):
             return self._fit(params, data, reporter)
 
-    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> TextFinetuneEstimator:
+    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         torch = require("torch", "text")
         L = require("lightning", "text")
         from lightning.pytorch.callbacks import EarlyStopping
@@ -202,7 +202,7 @@ class TextFinetuneTrainer:
         refit = data.X_valid is None
         epochs = int(params["epochs"])
         if refit:
-            epochs = max(1, int(data.extra.get("n_iterations") or epochs))
+            epochs = max(1, int(data.n_iterations or epochs))
         total_steps = max(1, math.ceil(math.ceil(n / batch) / accumulate) * int(params["epochs"]))
 
         callbacks: list[Any] = []
@@ -234,11 +234,12 @@ class TextFinetuneTrainer:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             trainer.fit(module, train_loader, val_loader)
             module.check_loss(trainer.current_epoch)
+        kept = None
         if best is not None and best.state is not None:
             net.load_state_dict(best.state)
-            data.extra["n_iterations"] = int(best.epoch)
+            kept = int(best.epoch)
         elif not refit:
-            data.extra["n_iterations"] = max(1, int(trainer.current_epoch))
-        return TextFinetuneEstimator.from_network(
+            kept = max(1, int(trainer.current_epoch))
+        return Fitted(TextFinetuneEstimator.from_network(
             net, columns=columns, backbone=backbone, arch=arch, task=task,
-            n_classes=info.n_classes, y_mean=y_mean, y_scale=y_scale)
+            n_classes=info.n_classes, y_mean=y_mean, y_scale=y_scale), kept)

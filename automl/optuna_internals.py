@@ -2,7 +2,7 @@
 
 Optuna's public API covers a study's own loop (``ask``, ``tell``, ``Trial.set_user_attr``).
 The engine also edits trials it did not ask for in this process, beats the heartbeat of
-trials it runs itself and reads a stop request; Optuna offers no public call for these, so
+trials it runs itself, reads a stop request and tests a value against a distribution; Optuna offers no public call for these, so
 they go through the study's storage, which takes a trial's storage id (not its number).
 Upgrading Optuna: check these functions first (tested with Optuna 4).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 
@@ -53,3 +54,12 @@ def fail_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Mark a RUNNING trial that no process will tell any more failed (raises Optuna's
     ``UpdateFinishedTrialError`` when another process finished it first)."""
     storage_of(study).set_trial_state_values(trial_id(trial), state=TrialState.FAIL)
+
+
+def contains(dist: BaseDistribution, value: Any) -> bool:
+    """Whether ``value`` lies inside ``dist`` (``dist._contains``: Optuna checks this only
+    inside ``suggest_*``, and has no public test of a value it did not sample)."""
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):  # not even of the distribution's type
+        return False

@@ -6,7 +6,9 @@ call to :func:`register` from user code.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 from automl.contracts import OPTIONAL_HOOKS, TABULAR_KINDS, Task, Trainer
@@ -38,7 +40,7 @@ DEFAULT_ALIAS = "default"  # in --include: the default learners
 # it says otherwise); one that reads none of the data's kinds is left out. One whose
 # `auto_kinds` the data has joins the defaults (first): the image learners for image paths.
 __all__ = ["TABULAR_KINDS", "available", "builtin", "get_trainer", "input_kinds", "register",
-           "resolve_learners", "trainer_class"]
+           "registered", "resolve_learners", "trainer_class"]
 KIND_LEARNERS = ("image_probe", "image")
 _CUSTOM: dict[str, type] = {}
 
@@ -54,6 +56,22 @@ def register(trainer_cls: type) -> type:
         raise ConfigError(f"trainer {trainer_cls!r} needs a string class attribute `name`.")
     _CUSTOM[trainer_cls.name] = _with_hooks(trainer_cls)
     return trainer_cls
+
+
+@contextlib.contextmanager
+def registered(trainer_cls: type) -> Iterator[type]:
+    """``trainer_cls`` registered inside the block only (whatever held its name before
+    comes back after), e.g. while :func:`automl.testing.check_trainer` checks it."""
+    name = trainer_cls.name
+    before = _CUSTOM.get(name)
+    register(trainer_cls)
+    try:
+        yield _CUSTOM[name]
+    finally:
+        if before is None:
+            _CUSTOM.pop(name, None)
+        else:
+            _CUSTOM[name] = before
 
 
 def _with_hooks(trainer_cls: type) -> type:

@@ -350,7 +350,8 @@ def best_trials(study: optuna.Study | Sequence[FrozenTrial], metric: Any, n: int
 
     Example:
         >>> from optuna.trial import create_trial
-        >>> trials = [create_trial(value=v) for v in (0.3, float("nan"), 0.9, 0.5)]
+        >>> failed = create_trial(state=TrialState.FAIL)
+        >>> trials = [create_trial(value=v) for v in (0.3, 0.9, 0.5)] + [failed]
         >>> [t.value for t in best_trials(trials, "maximize", 2)]
         [0.9, 0.5]
     """

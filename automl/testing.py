@@ -115,32 +115,40 @@ def check_trainer(trainer: Trainer, *, frames: Mapping[Task, tuple[pd.DataFrame,
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per in-memory study
     try:  # one BLAS/OpenMP thread, as a search's trial on small data has
         with threadpool_limits(limits=1):
-            _check_tasks(trainer, name, report, frames, n_sampled, overrides, seed, time_limit_s)
+            _check_tasks(trainer, report, frames or {},
+                         _Options(n_sampled, dict(overrides or {}), seed, time_limit_s))
     finally:
         optuna.logging.set_verbosity(verbosity)
     return report
 
 
-def _check_tasks(trainer: Any, name: str, report: CheckReport,
-                 frames: Mapping[Task, tuple[pd.DataFrame, str]] | None, n_sampled: int,
-                 overrides: Mapping[str, Any] | None, seed: int, time_limit_s: float) -> None:
+@dataclass(frozen=True)
+class _Options:
+    n_sampled: int
+    overrides: dict[str, Any]
+    seed: int
+    time_limit_s: float
+
+
+def _check_tasks(trainer: Any, report: CheckReport,
+                 frames: Mapping[Task, tuple[pd.DataFrame, str]], opts: _Options) -> None:
     # registered while checked: its hooks get their defaults, and the model-folder check
     # allows the types it declares
     with registry.registered(type(trainer)):
-        _check_declaration(trainer, name)
+        _check_declaration(trainer, report.trainer)
         for task in sorted(trainer.tasks, key=lambda t: t.value):
-            frame, target = (frames or {}).get(task) or tiny_frame(task, seed=seed)
-            problem = _problem(frame, target, task, trainer, seed)
-            where = f"trainer {name!r} on {task.value} data"
-            configs = _configs(trainer, problem, n_sampled, seed, overrides or {}, where)
+            frame, target = frames.get(task) or tiny_frame(task, seed=opts.seed)
+            problem = _problem(frame, target, task, trainer, opts.seed)
+            where = f"trainer {report.trainer!r} on {task.value} data"
+            configs = _configs(trainer, problem, opts.n_sampled, opts.seed, opts.overrides, where)
             report.fits[task.value] = {}
             for label, params in configs.items():
-                fitted, n_reports = _check_fit(trainer, problem, params, seed, time_limit_s,
-                                               f"{where}, {label} configuration")
+                fitted, n_reports = _check_fit(trainer, problem, params, opts.seed,
+                                               opts.time_limit_s, f"{where}, {label} configuration")
                 report.fits[task.value][label] = n_reports
                 if label == "default":
-                    _check_refit_and_folder(trainer, problem, params, fitted, seed, time_limit_s,
-                                            f"{where}, {label} configuration")
+                    _check_refit_and_folder(trainer, problem, params, fitted, opts.seed,
+                                            opts.time_limit_s, f"{where}, {label} configuration")
 
 
 def _fail(where: str, what: str) -> TrainerCheckError:

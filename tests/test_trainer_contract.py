@@ -89,6 +89,33 @@ def test_image_trainer_passes_the_contract(name, tmp_path, monkeypatch):
     check_trainer(get_trainer(name), frames=frames, n_sampled=1, overrides=OVERRIDES[name])
 
 
+TOPICS = {
+    "sport": ["the team won the match", "a late goal in the final", "the striker scored twice",
+              "fans cheered the home side", "the coach praised his players", "a draw in the derby"],
+    "food": ["slow cooked beans with garlic", "bake the bread for an hour", "a spicy noodle soup",
+             "fresh pasta with tomato sauce", "roast the vegetables in oil", "a lemon cake recipe"],
+    "money": ["shares fell after the report", "the bank raised interest rates", "bond yields rose",
+              "the fund beat the market", "profits doubled this quarter", "the currency weakened"],
+}
+
+
+def _text_frames() -> dict[Task, tuple[pd.DataFrame, str]]:
+    rows = [(f"{text} ({i})", topic) for i in range(3) for topic, texts in TOPICS.items()
+            for text in texts]
+    df = pd.DataFrame(rows, columns=["message", "topic"])
+    df["length"] = df["message"].str.len().astype(float)
+    return {Task.BINARY: (df[df.topic != "money"][["message", "topic"]], "topic"),
+            Task.MULTICLASS: (df[["message", "topic"]], "topic"),
+            Task.REGRESSION: (df[["message", "length"]], "length")}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(HAS[m] for m in NEEDS["text_finetune"]), reason="needs the `text` extra")
+def test_text_finetune_passes_the_contract():
+    check_trainer(get_trainer("text_finetune"), frames=_text_frames(), n_sampled=1,
+                  overrides={"epochs": 2, "max_length": 64})
+
+
 # ---------------------------------------------------------------- broken plugins
 
 

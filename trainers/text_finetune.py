@@ -234,12 +234,10 @@ class TextFinetuneTrainer(Trainer):
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             trainer.fit(module, train_loader, val_loader)
             module.check_loss(trainer.current_epoch)
-        kept = None
+        kept = None if refit else max(1, int(trainer.current_epoch))
         if best is not None and best.state is not None:
             net.load_state_dict(best.state)
             kept = int(best.epoch)
-        elif not refit:
-            kept = max(1, int(trainer.current_epoch))
         return Fitted(TextFinetuneEstimator.from_network(
             net, columns=columns, backbone=backbone, arch=arch, task=task,
             n_classes=info.n_classes, y_mean=y_mean, y_scale=y_scale), kept)

@@ -244,3 +244,38 @@ def test_a_plugin_without_the_optional_hooks_gets_their_defaults():
     assert list(report.fits) == ["binary"]
     assert Minimal.style is None and Minimal.saved_types == frozenset()
     assert Minimal().portfolio(None) == []
+
+
+def test_a_plugin_brings_its_own_preprocessing_style():
+    """A style registered by a plugin is fitted once per split and shared, like the
+    built-in ones: the trainer finds it in ``data.preprocessed`` and its model holds it."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from automl.preprocessing import _STYLES, register_style
+
+    def numbers_only(schema, **_):
+        return ColumnTransformer([("num", make_pipeline(SimpleImputer(), StandardScaler()),
+                                   schema.columns_of("numeric"))])
+
+    class NumbersOnly(LogisticTrainer):
+        name = "numbers_only"
+        style = "numbers_only"
+        seen: list[str] = []
+
+        def fit(self, params, data, reporter):
+            if data.X_valid is not None:
+                NumbersOnly.seen.extend(data.preprocessed)
+            fitted = super().fit(params, data, reporter)
+            assert fitted.estimator.named_steps["preprocess"].transformers[0][0] == "num"
+            return fitted
+
+    register_style("numbers_only", numbers_only)
+    try:
+        check_trainer(NumbersOnly(), n_sampled=1, frames={Task.BINARY: tiny_frame(Task.BINARY, rows=60)},
+                      overrides={})
+    finally:
+        _STYLES.pop("numbers_only")
+    assert set(NumbersOnly.seen) == {"numbers_only"}

@@ -93,9 +93,10 @@ def available() -> list[str]:
 
 
 def trainer_class(name: str) -> type:
-    """The class of the trainer called ``name`` (its module imported on first use)."""
+    """The class of the trainer called ``name`` (its module imported on first use), with
+    every optional hook of :class:`~automl.contracts.Trainer`."""
     if name in _CUSTOM:
-        return _CUSTOM[name]
+        return _with_hooks(_CUSTOM[name])
     if name not in _BUILTIN:
         raise ConfigError(f"unknown learner '{name}'; choose from: {', '.join(available())}.")
     module_name, cls_name = _BUILTIN[name].split(":")

@@ -32,6 +32,8 @@ SLOW = {"hist_gb", "random_forest", "extra_trees", "catboost", "mlp", *IMAGE_LEA
 
 def _runnable(name: str) -> Any:
     marks = [pytest.mark.slow] if name in SLOW else []
+    if "torch" in NEEDS.get(name, ()):
+        marks.append(pytest.mark.deep)
     missing = [m for m in NEEDS.get(name, ()) if not HAS[m]]
     if missing:
         marks.append(pytest.mark.skip(reason=f"{name} needs {', '.join(missing)}"))
@@ -110,6 +112,7 @@ def _text_frames() -> dict[Task, tuple[pd.DataFrame, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.deep
 @pytest.mark.skipif(not all(HAS[m] for m in NEEDS["text_finetune"]), reason="needs the `text` extra")
 def test_text_finetune_passes_the_contract():
     check_trainer(get_trainer("text_finetune"), frames=_text_frames(), n_sampled=1,

@@ -284,7 +284,7 @@ def test_report_shows_misclassified_images_with_true_and_predicted_labels(image_
     from trainers.image_trainers import ImageProbeTrainer
 
     data = _problem(image_dir)
-    est = ImageProbeTrainer().fit({"backbone": "lite0", "resolution": 64, "C": 1.0}, data, Recorder())
+    est = ImageProbeTrainer().fit({"backbone": "lite0", "resolution": 64, "C": 1.0}, data, Recorder()).estimator
     pred = est.predict_proba(data.X_valid)
     wrong = pred.argmax(axis=1) != data.y_valid
     pred[0] = [1.0, 0.0] if data.y_valid[0] == 1 else [0.0, 1.0]  # at least one wrong, certain

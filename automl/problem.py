@@ -61,7 +61,7 @@ def preprocess_folds(problem: Problem, styles: Sequence[str], seed: int) -> dict
         cache[i] = {}
         for style in styles:
             for text in text_variants(problem.info):
-                pre = make_preprocessor(problem.info.schema, style, seed=seed,  # type: ignore[arg-type]
+                pre = make_preprocessor(problem.info.schema, style, seed=seed,
                                         n_rows=len(tr), task=problem.info.task, text=text,
                                         backbone=problem.info.text_backbone)
                 Xt = pre.fit_transform(problem.X.iloc[tr], problem.y[tr])

@@ -93,7 +93,7 @@ def trainer_allowlist() -> Allowlist:
     allow = Allowlist()
     for name in available():
         cls = trainer_class(name)
-        allow = allow.extended(name, getattr(cls, "saved_types", ()), getattr(cls, "saved_functions", ()))
+        allow = allow.extended(name, cls.saved_types, cls.saved_functions)
     return allow
 
 

@@ -139,8 +139,7 @@ class _AutoMLBase(BaseEstimator):
         self.model_ = result.model
         self.study_ = result.study
         self.leaderboard_ = leaderboard(result.study, problem.metric.greater_is_better)
-        from automl.objective import learner_params
-        from automl.study import best_trials
+        from automl.study import best_trials, learner_params
 
         best = best_trials(result.study, problem.metric, 1)[0]
         self.best_learner_, self.best_params_ = learner_params(best)

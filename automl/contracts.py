@@ -73,6 +73,11 @@ class FitData:
     deadline: float = float("inf")  # time.monotonic() value after which training must stop
     sample_weight: np.ndarray | None = None
     accelerator: str = "cpu"
+    # a refit on all rows: the rounds the search's early stopping kept (scaled to the rows)
+    n_iterations: int | None = None
+    # the search's shared preprocessing of this split: cache key -> (fitted preprocessor,
+    # transformed training part, transformed validation part); see trainers._base.preprocess
+    preprocessed: Mapping[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def time_left(self) -> float:
@@ -93,32 +98,77 @@ class NullReporter:
         return None
 
 
+# The column kinds a trainer reads unless it declares ``input_kinds``.
+TABULAR_KINDS = frozenset({"numeric", "categorical", "boolean", "datetime", "text"})
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What :meth:`Trainer.fit` learned: the estimator and, for a trainer that stops early,
+    the rounds (boosting iterations, epochs) it kept, which a refit on all rows reuses."""
+
+    estimator: Any
+    n_iterations: int | None = None
+
+
 @runtime_checkable
 class Trainer(Protocol):
     """Fits one configuration of one learner family.
 
-    ``space`` returns Optuna distributions (from ``search_spaces/``); ``default`` a cheap,
-    strong first configuration; ``fit`` returns a fitted scikit-learn compatible estimator
-    whose ``predict_proba`` (classification) or ``predict`` (regression) takes the raw frame.
+    Required: ``name``, ``tasks``, ``space`` (Optuna distributions, from ``search_spaces/``),
+    ``default`` (a cheap, strong first configuration) and ``fit``, which returns a
+    :class:`Fitted` whose estimator is scikit-learn compatible: its ``predict_proba``
+    (classification) or ``predict`` (regression) takes the raw frame. ``fit`` reports the
+    validation metric after each round through ``reporter`` (same metric and scale as the
+    final score) and leaves ``data`` as it found it.
 
-    Optional class attributes say what a saved model of this trainer may hold, because a
-    model folder loads only exact, named types (see :mod:`automl.allowlist`):
+    Optional hooks, declared here with their defaults (a class that subclasses ``Trainer``
+    inherits them; :func:`automl.registry.register` gives them to one that does not):
 
-    - ``saved_types: ClassVar[frozenset[str]]``: the exact dotted names
-      (``module.Class``, as ``type(obj).__module__`` spells it) of the classes its fitted
-      estimator contains beyond the engine's preprocessing, e.g.
-      ``frozenset({"lightgbm.sklearn.LGBMClassifier", "lightgbm.basic.Booster"})``;
-    - ``saved_functions: ClassVar[frozenset[str]]``: plain functions it stores (referenced
-      by name, e.g. in a ``FunctionTransformer``), rarely needed.
+    - ``style``: the name of the preprocessing style the trainer starts from (see
+      :func:`automl.preprocessing.register_style`); the search fits it once per fold and
+      shares it among trials (``data.preprocessed``). ``None``: the trainer preprocesses
+      itself.
+    - ``needs_accelerator``: it can use a GPU, so the run resolves ``--accelerator auto``.
+    - ``input_kinds``: the column kinds it reads; a learner that reads none of the data's
+      kinds is left out. ``auto_kinds``: kinds that make it join the default learners.
+    - ``portfolio(info)``: strong configurations tried after every learner's default.
+    - ``saved_types``, ``saved_functions``: what a saved model of this trainer may hold,
+      because a model folder loads only exact, named types (see :mod:`automl.allowlist`):
+      the exact dotted names (``module.Class``, as ``type(obj).__module__`` spells it) of
+      the classes its fitted estimator contains beyond the engine's preprocessing, e.g.
+      ``frozenset({"lightgbm.sklearn.LGBMClassifier", "lightgbm.basic.Booster"})``, and
+      plain functions it stores (referenced by name, e.g. in a ``FunctionTransformer``).
+      A trainer without them can only save models built from the core types.
 
-    A trainer without them can only save models built from the core types.
+    :func:`automl.testing.check_trainer` runs the contract's checks on a trainer.
     """
 
     name: ClassVar[str]
     tasks: ClassVar[frozenset[Task]]
+    style: ClassVar[str | None] = None
+    needs_accelerator: ClassVar[bool] = False
+    input_kinds: ClassVar[frozenset[str]] = TABULAR_KINDS
+    auto_kinds: ClassVar[frozenset[str]] = frozenset()
+    saved_types: ClassVar[frozenset[str]] = frozenset()
+    saved_functions: ClassVar[frozenset[str]] = frozenset()
 
     def space(self, info: DataInfo) -> Mapping[str, Any]: ...
 
     def default(self, info: DataInfo) -> Mapping[str, Any]: ...
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any: ...
+    def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
+        """Extra strong configurations tried after every learner's default (none here)."""
+        return []
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted: ...
+
+
+OPTIONAL_HOOKS = ("style", "needs_accelerator", "input_kinds", "auto_kinds", "saved_types",
+                  "saved_functions", "portfolio")
+
+
+def as_fitted(result: Any) -> Fitted:
+    """A trainer's ``fit`` result as a :class:`Fitted` (a bare estimator, as trainers
+    written before :class:`Fitted` return, kept no iteration count)."""
+    return result if isinstance(result, Fitted) else Fitted(result)

@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from automl import optuna_internals as internals
 from automl import study as study_mod
 from automl.config import SearchConfig
 from automl.exceptions import ConfigError
@@ -117,14 +118,13 @@ def enqueue_defaults(study: optuna.Study, problem: Problem, portfolio: bool = Tr
     for learner in problem.learners:
         trainer = get_trainer(learner)
         queue.append((learner, dict(trainer.default(problem.info)), "default"))
-        extra = getattr(trainer, "portfolio", None)
-        portfolios.append(list(extra(problem.info)) if (extra and portfolio) else [])
+        portfolios.append(list(trainer.portfolio(problem.info)) if portfolio else [])
     for i in range(max((len(p) for p in portfolios), default=0)):
         for learner, configs in zip(problem.learners, portfolios):
             if i < len(configs):
                 queue.append((learner, configs[i], "portfolio"))
     for learner, params, kind in queue:
-        study.enqueue_trial({"learner": learner, **{f"{learner}__{k}": v for k, v in params.items()}},
+        study.enqueue_trial({"learner": learner, **{study_mod.param_name(learner, k): v for k, v in params.items()}},
                             user_attrs={"queued": kind}, skip_if_exists=True)
 
 
@@ -133,7 +133,7 @@ class _Heartbeats(threading.Thread):
 
     def __init__(self, study: optuna.Study) -> None:
         super().__init__(name="automl-heartbeats", daemon=True)
-        self.storage = study._storage
+        self.storage = internals.storage_of(study)
         self.interval = self.storage.get_heartbeat_interval() or study_mod.HEARTBEAT_S
         self.trial_ids: set[int] = set()
         self.lock = threading.Lock()
@@ -189,11 +189,11 @@ class Controller:
         self.objective = Objective(problem, config)
         self.best_so_far: float | None = None
         self.running: dict[int, tuple[optuna.Trial, float]] = {}  # number -> (trial, start)
-        from automl.scheduler import LearnerScheduler
+        from automl.learner_choice import LearnerChooser
 
-        self.schedule = LearnerScheduler(problem.learners, problem.metric.greater_is_better,
-                                         seed=config.seed + len(study.trials))
-        self.heartbeat_on = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
+        self.choose_learner = LearnerChooser(problem.learners, problem.metric.greater_is_better,
+                                             seed=config.seed + len(study.trials))
+        self.heartbeat_on = internals.heartbeat_enabled(study)
         self.heartbeats: _Heartbeats | None = None
 
     # -- the loop ----------------------------------------------------------------------------
@@ -230,13 +230,13 @@ class Controller:
         while self.executor.free_slots() > 0 and self._may_start():
             if self.heartbeat_on:
                 optuna.storages.fail_stale_trials(self.study)
-            self.schedule(self.study)
+            self.choose_learner(self.study)
             with warnings.catch_warnings():  # heartbeats are recorded here, not by study.optimize
                 warnings.filterwarnings("ignore", "Heartbeat of storage")
                 trial = self.study.ask()
             self.running[trial.number] = (trial, time.perf_counter())
             if self.heartbeats is not None:
-                self.heartbeats.add(trial._trial_id)
+                self.heartbeats.add(internals.trial_id(trial))
             spec = self._spec(trial)
             if spec is None:
                 self._tell(trial.number, Outcome("failed", reason="no time left in the budget"))
@@ -272,7 +272,7 @@ class Controller:
     def _tell(self, number: int, outcome: Outcome) -> None:
         trial, t0 = self.running.pop(number)
         if self.heartbeats is not None:
-            self.heartbeats.discard(trial._trial_id)
+            self.heartbeats.discard(internals.trial_id(trial))
         if outcome.status == "ok":
             frozen = self.study.tell(trial, self._record(trial, outcome.value))
         else:

@@ -32,13 +32,12 @@ from automl.final_model import build_model, no_success_error
 from automl.leaks import warn_leaks
 from automl.metrics import get_metric
 from automl.model import AutoMLModel
-from automl.objective import learner_params
 from automl.problem import Problem
-from automl.registry import get_trainer, resolve_learners
+from automl.registry import resolve_learners, trainer_class
 from automl.schema import FeatureSchema, clean_frame, infer_schema
-from automl.study import best_trials
+from automl.splits import make_splits
+from automl.study import best_trials, learner_params
 from automl.trial_files import prune_oof
-from automl.validation import make_splits
 
 log = logging.getLogger("automl")
 KNN_MAX_ROWS = 100_000
@@ -108,8 +107,8 @@ def _shared_preprocessing(problem: Problem, executor: Executor, config: SearchCo
                           budget: Budget) -> None:
     """Fit every preprocessing style once per fold, where trials run, so trials share it
     instead of refitting encoders and text vectorizers each time."""
-    styles = sorted({s for name in problem.learners
-                     if isinstance(s := getattr(get_trainer(name), "style", None), str)})
+    styles = sorted({style for name in problem.learners
+                     if (style := trainer_class(name).style) is not None})
     if not styles:
         return
     t0 = time.monotonic()
@@ -141,7 +140,7 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 start: float | None = None, callbacks: Sequence[Callable[..., None]] = ()) -> FitResult:
     """Search and build the final model on an already prepared :class:`Problem`."""
     start = time.monotonic() if start is None else start
-    if config.executor != "ray" and any(getattr(get_trainer(name), "needs_accelerator", False)
+    if config.executor != "ray" and any(trainer_class(name).needs_accelerator
                                         for name in problem.learners):
         config.extra["accelerator"] = config.resolved_accelerator()
     from automl.text_embeddings import prepare_text

@@ -110,7 +110,7 @@ class FoldBag:
 
     def _mean(self, X: Any) -> np.ndarray:
         from automl.contracts import Task
-        from automl.evaluation import predict_scores
+        from automl.metrics import predict_scores
 
         total = None
         for model in self.models:

@@ -20,9 +20,9 @@ from automl.controller import Budget, refit_estimate
 from automl.exceptions import SearchFailedError
 from automl.executors import Executor
 from automl.model import AutoMLModel
-from automl.objective import TrialSpec, learner_params, refit
+from automl.objective import TrialSpec, refit
 from automl.problem import Problem
-from automl.study import best_trials
+from automl.study import best_trials, learner_params
 from automl.trial_files import candidate_numbers, fold_models_path, load_oof
 
 log = logging.getLogger("automl")

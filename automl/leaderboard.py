@@ -10,6 +10,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from automl.study import own_params
+
 BALANCE_COLUMNS = ("balanced_accuracy", "macro_f1", "min_class_recall")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -26,8 +28,7 @@ def leaderboard(study: optuna.Study, greater_is_better: bool | None = None) -> p
         if t.state == TrialState.WAITING:
             continue
         learner = t.params.get("learner", t.user_attrs.get("learner", ""))
-        prefix = f"{learner}__"
-        params = {k[len(prefix):]: v for k, v in t.params.items() if k.startswith(prefix)}
+        params = own_params(t.params, learner)
         row = {
             "trial": t.number, "learner": learner, "state": t.state.name.lower(),
             "score": t.value if t.state == TrialState.COMPLETE else np.nan,

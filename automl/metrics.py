@@ -1,4 +1,5 @@
-"""Metrics: one table of names, directions and functions on encoded targets.
+"""Metrics: one table of names, directions and functions on encoded targets, and
+:func:`predict_scores`, which turns an estimator's output into what they take.
 
 Classification predictions are probability matrices ``(n, n_classes)``; the label
 metrics take their arg-max. Regression predictions are 1-d arrays.
@@ -129,3 +130,20 @@ def balance_report(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str
     recalls = skm.recall_score(y, labels, average=None, labels=list(range(n_classes)), zero_division=0)
     out["min_class_recall"] = float(np.min(recalls))
     return out
+
+
+def predict_scores(estimator: Any, X: Any, task: Task, n_classes: int) -> np.ndarray:
+    """Probabilities ``(n, n_classes)`` for classification, values ``(n,)`` for regression.
+
+    A model trained on a part of the data that lacked some classes gets zero
+    probability columns for them, so every prediction has all ``n_classes`` columns.
+    """
+    if not task.is_classification:
+        return np.asarray(estimator.predict(X), dtype=float).ravel()
+    proba = np.asarray(estimator.predict_proba(X), dtype=float)
+    classes = np.asarray(getattr(estimator, "classes_", np.arange(proba.shape[1])))
+    if proba.shape[1] == n_classes and np.array_equal(classes, np.arange(n_classes)):
+        return proba
+    full = np.zeros((proba.shape[0], n_classes))
+    full[:, classes.astype(int)] = proba
+    return full

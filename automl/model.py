@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from automl.contracts import Task
-from automl.evaluation import predict_scores
+from automl.metrics import predict_scores
 from automl.exceptions import DataError
 from automl.schema import FeatureSchema, clean_frame
 

@@ -19,10 +19,9 @@ import optuna
 
 from automl import study as study_mod
 from automl.config import SearchConfig
-from automl.contracts import FitData, NullReporter
-from automl.evaluation import predict_scores
+from automl.contracts import NullReporter, as_fitted
 from automl.exceptions import TrialFailed
-from automl.metrics import balance_report
+from automl.metrics import balance_report, predict_scores
 from automl.problem import Problem
 from automl.registry import get_trainer
 
@@ -108,15 +107,13 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
     bagging = spec.keep_folds and len(problem.splits.folds) > 1
     fold_models: list[Any] = []
     n_folds = len(problem.splits.folds)
-    for i, (tr, va) in enumerate(problem.splits.folds):
-        data = FitData(
-            X_train=problem.X.iloc[tr], y_train=y[tr], X_valid=problem.X.iloc[va], y_valid=y[va],
-            info=info, metric=metric, seed=spec.seed, n_threads=spec.n_threads, deadline=deadline,
-            accelerator=accelerator, extra={"preprocessed": problem.pre_cache.get(i, {})},
-        )
+    for i, (_, va) in enumerate(problem.splits.folds):
+        data = problem.fit_data(i, seed=spec.seed, n_threads=spec.n_threads, deadline=deadline,
+                                accelerator=accelerator)
         t0 = time.perf_counter()
-        model = trainer.fit(spec.params, data, reporter if i == 0 else NullReporter())
+        fitted = as_fitted(trainer.fit(spec.params, data, reporter if i == 0 else NullReporter()))
         fit_times.append(time.perf_counter() - t0)
+        model = fitted.estimator
         pred = predict_scores(model, data.X_valid, info.task, k)
         if oof is None:
             oof = np.full((len(y), k) if info.task.is_classification else len(y), np.nan,
@@ -126,8 +123,8 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
         if not np.isfinite(score):
             raise TrialFailed(f"the validation {metric.name} is {score} on fold {i + 1}")
         fold_scores.append(score)
-        if "n_iterations" in data.extra:
-            iterations.append(int(data.extra["n_iterations"]))
+        if fitted.n_iterations is not None:
+            iterations.append(int(fitted.n_iterations))
         if i == 0:
             first_model = model
         if bagging:
@@ -161,17 +158,15 @@ def refit(problem: Problem, spec: TrialSpec) -> bytes:
     driver unpickles it after the last fork, see :mod:`automl.final_model`)."""
     from threadpoolctl import threadpool_limits
 
-    extra: dict[str, Any] = {"n_iterations": spec.n_iterations} if spec.n_iterations else {}
     accelerator = spec.accelerator
     if accelerator == "auto":
         accelerator = SearchConfig(accelerator="auto").resolved_accelerator()
-    data = FitData(X_train=problem.X, y_train=problem.y, X_valid=None, y_valid=None,
-                   info=problem.info, metric=problem.metric, seed=spec.seed,
-                   n_threads=spec.n_threads, extra=extra, accelerator=accelerator,
-                   deadline=time.monotonic() + spec.soft_s)
+    data = problem.fit_data(None, seed=spec.seed, n_threads=spec.n_threads, accelerator=accelerator,
+                            deadline=time.monotonic() + spec.soft_s,
+                            n_iterations=spec.n_iterations or None)
     with threadpool_limits(limits=max(1, spec.n_threads)):
-        model = get_trainer(spec.learner).fit(spec.params, data, NullReporter())
-    return pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        fitted = as_fitted(get_trainer(spec.learner).fit(spec.params, data, NullReporter()))
+    return pickle.dumps(fitted.estimator, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 @dataclass
@@ -190,14 +185,8 @@ class Objective:
             self.spaces[learner] = dict(trainer.space(self.problem.info))
             self.defaults[learner] = dict(trainer.default(self.problem.info))
         grid = self.config.sampler == "grid"
-        params = {name: study_mod.suggest(trial, f"{learner}__{name}", dist, grid,
+        params = {name: study_mod.suggest(trial, study_mod.param_name(learner, name), dist, grid,
                                           self.defaults[learner].get(name))
                   for name, dist in self.spaces[learner].items()}
         return learner, params
 
-
-def learner_params(trial: Any) -> tuple[str, dict[str, Any]]:
-    """Split a trial's flat parameters into its learner and that learner's own parameters."""
-    learner = trial.params["learner"]
-    prefix = f"{learner}__"
-    return learner, {k[len(prefix):]: v for k, v in trial.params.items() if k.startswith(prefix)}

@@ -1,5 +1,7 @@
 """Preprocessing pipelines, one style per learner family, built from the schema.
 
+Styles are open: :func:`register_style` adds one, which a trainer names in its ``style``.
+
 Every transformer here is fitted inside a trial on the training part only, so
 validation rows never leak into imputation, encoding or scaling.
 
@@ -19,7 +21,7 @@ standardised for the ``linear`` style.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -38,9 +40,9 @@ from sklearn.preprocessing import (
     TargetEncoder,
 )
 
+from automl.exceptions import ConfigError
 from automl.schema import FeatureSchema
 
-Style = Literal["tree", "linear"]
 MAX_ORDINAL_LEVELS = 250  # HistGradientBoosting takes at most 255 bins per categorical
 DATETIME_PARTS = ("year", "month", "day", "dayofweek", "hour", "days")
 
@@ -205,58 +207,129 @@ def _text_steps(texts: list[str], style: str, text: str,
     return steps
 
 
-def make_preprocessor(schema: FeatureSchema, style: Style, *, seed: int = 0,
-                      n_rows: int = 1000, task: Any = None, text: str = "tfidf",
-                      backbone: str | None = None) -> ColumnTransformer:
-    """Build the column transformer for a learner family from the inferred schema.
+class StyleBuilder(Protocol):
+    """Builds the (unfitted) preprocessing of one style for a schema."""
 
-    High-cardinality categoricals (or more levels than a tree's categorical bins)
-    are target-encoded with scikit-learn's cross-fitted :class:`TargetEncoder`. Text
-    columns get ``text``: ``tfidf``, ``embed`` (the ``backbone``'s sentence embeddings) or
-    ``tfidf+embed``.
+    def __call__(self, schema: FeatureSchema, *, seed: int, n_rows: int, task: Any, text: str,
+                 backbone: str | None) -> Any: ...
+
+
+_STYLES: dict[str, StyleBuilder] = {}
+
+
+def register_style(name: str, builder: StyleBuilder) -> StyleBuilder:
+    """Make ``name`` a preprocessing style a trainer can declare (``style = name``).
+
+    ``builder(schema, *, seed, n_rows, task, text, backbone)`` returns an unfitted
+    scikit-learn transformer of the raw frame; the search fits it once per split, on the
+    training part only, and shares it among the trials of every trainer of that style. A
+    saved model holds it, so its classes must be core types or the trainer's
+    ``saved_types``.
+
+    Example:
+        >>> register_style("numbers_only", lambda schema, **kw: ColumnTransformer(
+        ...     [("num", "passthrough", schema.columns_of("numeric"))]))  # doctest: +ELLIPSIS
+        <function <lambda> at ...>
+        >>> "numbers_only" in styles()
+        True
+        >>> _STYLES.pop("numbers_only")  # doctest: +ELLIPSIS
+        <function <lambda> at ...>
     """
-    numeric = schema.columns_of("numeric", "boolean")
+    _STYLES[name] = builder
+    return builder
+
+
+def styles() -> list[str]:
+    """The registered preprocessing styles."""
+    return list(_STYLES)
+
+
+def make_preprocessor(schema: FeatureSchema, style: str, *, seed: int = 0,
+                      n_rows: int = 1000, task: Any = None, text: str = "tfidf",
+                      backbone: str | None = None) -> Any:
+    """Build the preprocessing of ``style`` for the inferred schema.
+
+    Text columns get ``text``: ``tfidf``, ``embed`` (the ``backbone``'s sentence embeddings)
+    or ``tfidf+embed``.
+    """
+    if style not in _STYLES:
+        raise ConfigError(f"unknown preprocessing style {style!r}; choose from "
+                          f"{', '.join(_STYLES)} or add one with "
+                          "automl.preprocessing.register_style.")
+    return _STYLES[style](schema, seed=seed, n_rows=n_rows, task=task, text=text,
+                          backbone=backbone)
+
+
+def _categoricals(schema: FeatureSchema) -> tuple[list[str], list[str]]:
+    """Low- and high-cardinality categoricals: high ones (or more levels than a tree's
+    categorical bins) are target-encoded with scikit-learn's cross-fitted
+    :class:`TargetEncoder`."""
     categorical = [c.name for c in schema.columns if c.kind == "categorical"]
     high = [c.name for c in schema.columns
             if c.kind == "categorical" and (c.high_cardinality or c.n_unique > MAX_ORDINAL_LEVELS)]
-    low = [c for c in categorical if c not in high]
-    if style == "tree":
-        low = [c for c in low if schema.get(c).n_unique <= MAX_ORDINAL_LEVELS]
-    dates = schema.columns_of("datetime")
-    texts = schema.columns_of("text")
-    fill = SimpleImputer(strategy="constant", fill_value="__missing__")
-    steps: list[tuple[str, Any, Any]] = []
-    if style == "tree":
-        if numeric:
-            steps.append(("num", "passthrough", numeric))
-        if dates:
-            steps.append(("date", FunctionTransformer(
-                datetime_features, feature_names_out=datetime_feature_names), dates))
-        if high:
-            steps.append(("hicat", make_pipeline(fill, _target_encoder(task, seed)), high))
-        steps += _text_steps(texts, style, text, backbone)
-        if low:  # last, so that categorical codes are the final columns
-            steps.append(("cat", _ordinal(), low))
-        sparse_threshold = 0.0
-    else:
-        steps += numeric_steps(numeric)
-        if dates:
-            steps.append(("date", make_pipeline(
-                FunctionTransformer(datetime_features, feature_names_out=datetime_feature_names),
-                SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()), dates))
-        if low:
-            min_freq = 5 if n_rows >= 500 else 1
-            steps.append(("cat", make_pipeline(fill, OneHotEncoder(
-                handle_unknown="infrequent_if_exist", min_frequency=min_freq, max_categories=30,
-                sparse_output=False)), low))
-        if high:
-            steps.append(("hicat", make_pipeline(fill, _target_encoder(task, seed), StandardScaler()), high))
-        steps += _text_steps(texts, style, text, backbone)
-        sparse_threshold = 0.3 if texts else 0.0
+    return [c for c in categorical if c not in high], high
+
+
+def _fill() -> SimpleImputer:
+    return SimpleImputer(strategy="constant", fill_value="__missing__")
+
+
+def _column_transformer(steps: list[tuple[str, Any, Any]], sparse_threshold: float
+                        ) -> ColumnTransformer:
     if not steps:
         steps.append(("none", "drop", []))
     return ColumnTransformer(steps, remainder="drop", sparse_threshold=sparse_threshold,
                              verbose_feature_names_out=True)
+
+
+def tree_preprocessor(schema: FeatureSchema, *, seed: int = 0, n_rows: int = 1000,
+                      task: Any = None, text: str = "tfidf",
+                      backbone: str | None = None) -> ColumnTransformer:
+    """The ``tree`` style: numbers as they are, ordinal categoricals last (dense)."""
+    numeric = schema.columns_of("numeric", "boolean")
+    low, high = _categoricals(schema)
+    low = [c for c in low if schema.get(c).n_unique <= MAX_ORDINAL_LEVELS]
+    dates = schema.columns_of("datetime")
+    steps: list[tuple[str, Any, Any]] = []
+    if numeric:
+        steps.append(("num", "passthrough", numeric))
+    if dates:
+        steps.append(("date", FunctionTransformer(
+            datetime_features, feature_names_out=datetime_feature_names), dates))
+    if high:
+        steps.append(("hicat", make_pipeline(_fill(), _target_encoder(task, seed)), high))
+    steps += _text_steps(schema.columns_of("text"), "tree", text, backbone)
+    if low:  # last, so that categorical codes are the final columns
+        steps.append(("cat", _ordinal(), low))
+    return _column_transformer(steps, 0.0)
+
+
+def linear_preprocessor(schema: FeatureSchema, *, seed: int = 0, n_rows: int = 1000,
+                        task: Any = None, text: str = "tfidf",
+                        backbone: str | None = None) -> ColumnTransformer:
+    """The ``linear`` style: imputed, standardised numbers, one-hot categoricals."""
+    low, high = _categoricals(schema)
+    dates = schema.columns_of("datetime")
+    texts = schema.columns_of("text")
+    steps = numeric_steps(schema.columns_of("numeric", "boolean"))
+    if dates:
+        steps.append(("date", make_pipeline(
+            FunctionTransformer(datetime_features, feature_names_out=datetime_feature_names),
+            SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler()), dates))
+    if low:
+        min_freq = 5 if n_rows >= 500 else 1
+        steps.append(("cat", make_pipeline(_fill(), OneHotEncoder(
+            handle_unknown="infrequent_if_exist", min_frequency=min_freq, max_categories=30,
+            sparse_output=False)), low))
+    if high:
+        steps.append(("hicat", make_pipeline(_fill(), _target_encoder(task, seed), StandardScaler()),
+                      high))
+    steps += _text_steps(texts, "linear", text, backbone)
+    return _column_transformer(steps, 0.3 if texts else 0.0)
+
+
+register_style("tree", tree_preprocessor)
+register_style("linear", linear_preprocessor)
 
 
 def categorical_indices(pre: ColumnTransformer) -> list[int]:

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from automl.config import SMALL_DATA_ROWS
-from automl.contracts import DataInfo
+from automl.contracts import DataInfo, FitData
 from automl.metrics import Metric
-from automl.validation import Splits
+from automl.splits import Splits
 
 
 @dataclass
@@ -35,6 +35,19 @@ class Problem:
     # shared by every trial, since preprocessing depends only on the fold and the style
     pre_cache: dict[int, dict[str, tuple[Any, Any, Any]]] = field(default_factory=dict)
 
+    def fit_data(self, fold: int | None, *, seed: int, n_threads: int, deadline: float,
+                 accelerator: str = "cpu", n_iterations: int | None = None) -> FitData:
+        """The training job of split ``fold`` (its training and validation parts and the
+        shared preprocessing fitted on it), or with ``fold=None`` of all rows (a refit, no
+        validation part); the one place a :class:`FitData` is built from a problem."""
+        common = dict(info=self.info, metric=self.metric, seed=seed, n_threads=n_threads,
+                      deadline=deadline, accelerator=accelerator, n_iterations=n_iterations)
+        if fold is None:
+            return FitData(X_train=self.X, y_train=self.y, X_valid=None, y_valid=None, **common)
+        tr, va = self.splits.folds[fold]
+        return FitData(X_train=self.X.iloc[tr], y_train=self.y[tr], X_valid=self.X.iloc[va],
+                       y_valid=self.y[va], preprocessed=self.pre_cache.get(fold, {}), **common)
+
 
 def preprocess_folds(problem: Problem, styles: Sequence[str], seed: int) -> dict[int, dict[str, Any]]:
     """Fit each preprocessing style once per fold, for every trial to share."""
@@ -48,7 +61,7 @@ def preprocess_folds(problem: Problem, styles: Sequence[str], seed: int) -> dict
         cache[i] = {}
         for style in styles:
             for text in text_variants(problem.info):
-                pre = make_preprocessor(problem.info.schema, style, seed=seed,  # type: ignore[arg-type]
+                pre = make_preprocessor(problem.info.schema, style, seed=seed,
                                         n_rows=len(tr), task=problem.info.task, text=text,
                                         backbone=problem.info.text_backbone)
                 Xt = pre.fit_transform(problem.X.iloc[tr], problem.y[tr])

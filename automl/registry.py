@@ -6,10 +6,12 @@ call to :func:`register` from user code.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
-from automl.contracts import Task, Trainer
+from automl.contracts import OPTIONAL_HOOKS, TABULAR_KINDS, Task, Trainer
 from automl.exceptions import ConfigError
 
 _BUILTIN: dict[str, str] = {
@@ -34,10 +36,11 @@ _BUILTIN: dict[str, str] = {
 DEFAULT_LEARNERS = ("lightgbm", "hist_gb", "random_forest", "extra_trees", "logistic", "ridge",
                     "elasticnet", "knn")
 DEFAULT_ALIAS = "default"  # in --include: the default learners
-# The column kinds a trainer reads, unless it declares `input_kinds`; a learner that reads
-# none of the data's kinds is left out. One that declares `auto_kinds` joins the defaults
-# (first) when the data has a column of such a kind (the image learners for image paths).
-TABULAR_KINDS = frozenset({"numeric", "categorical", "boolean", "datetime", "text"})
+# A learner reads the column kinds of its `input_kinds` (automl.contracts.TABULAR_KINDS unless
+# it says otherwise); one that reads none of the data's kinds is left out. One whose
+# `auto_kinds` the data has joins the defaults (first): the image learners for image paths.
+__all__ = ["TABULAR_KINDS", "available", "builtin", "get_trainer", "input_kinds", "register",
+           "registered", "resolve_learners", "trainer_class"]
 KIND_LEARNERS = ("image_probe", "image")
 _CUSTOM: dict[str, type] = {}
 
@@ -51,7 +54,32 @@ def register(trainer_cls: type) -> type:
     """
     if not isinstance(getattr(trainer_cls, "name", None), str):
         raise ConfigError(f"trainer {trainer_cls!r} needs a string class attribute `name`.")
-    _CUSTOM[trainer_cls.name] = trainer_cls
+    _CUSTOM[trainer_cls.name] = _with_hooks(trainer_cls)
+    return trainer_cls
+
+
+@contextlib.contextmanager
+def registered(trainer_cls: type) -> Iterator[type]:
+    """``trainer_cls`` registered inside the block only (whatever held its name before
+    comes back after), e.g. while :func:`automl.testing.check_trainer` checks it."""
+    name = trainer_cls.name
+    before = _CUSTOM.get(name)
+    register(trainer_cls)
+    try:
+        yield _CUSTOM[name]
+    finally:
+        if before is None:
+            _CUSTOM.pop(name, None)
+        else:
+            _CUSTOM[name] = before
+
+
+def _with_hooks(trainer_cls: type) -> type:
+    """Give a trainer class that does not subclass :class:`Trainer` the optional hooks it
+    lacks, with the protocol's defaults, so the engine reads every hook directly."""
+    for hook in OPTIONAL_HOOKS:
+        if not hasattr(trainer_cls, hook):
+            setattr(trainer_cls, hook, getattr(Trainer, hook))
     return trainer_cls
 
 
@@ -65,14 +93,15 @@ def available() -> list[str]:
 
 
 def trainer_class(name: str) -> type:
-    """The class of the trainer called ``name`` (its module imported on first use)."""
+    """The class of the trainer called ``name`` (its module imported on first use), with
+    every optional hook of :class:`~automl.contracts.Trainer`."""
     if name in _CUSTOM:
-        return _CUSTOM[name]
+        return _with_hooks(_CUSTOM[name])
     if name not in _BUILTIN:
         raise ConfigError(f"unknown learner '{name}'; choose from: {', '.join(available())}.")
     module_name, cls_name = _BUILTIN[name].split(":")
     module: Any = importlib.import_module(module_name)
-    return getattr(module, cls_name)
+    return _with_hooks(getattr(module, cls_name))
 
 
 def get_trainer(name: str) -> Trainer:
@@ -82,14 +111,7 @@ def get_trainer(name: str) -> Trainer:
 
 def input_kinds(name: str) -> frozenset[str]:
     """The column kinds the learner ``name`` reads."""
-    return frozenset(getattr(_trainer_class(name), "input_kinds", TABULAR_KINDS))
-
-
-def _trainer_class(name: str) -> type:
-    if name in _CUSTOM:
-        return _CUSTOM[name]
-    module_name, cls_name = _BUILTIN[name].split(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+    return frozenset(trainer_class(name).input_kinds)
 
 
 def resolve_learners(task: Task, include: list[str] | None = None,
@@ -115,7 +137,7 @@ def resolve_learners(task: Task, include: list[str] | None = None,
     if kinds is not None:
         if not include:
             names = [n for n in KIND_LEARNERS
-                     if set(getattr(_trainer_class(n), "auto_kinds", ())) & kinds] + names
+                     if set(trainer_class(n).auto_kinds) & kinds] + names
         names = [n for n in names if input_kinds(n) & kinds]
     names = [n for n in names if n not in set(exclude or [])]
     out = [n for n in names if task in get_trainer(n).tasks]

@@ -84,16 +84,14 @@ def refit_on_first_split(run: RunFolder, study: Any) -> Validation:
     import pandas as pd  # noqa: F401 - the data layer needs it loaded
 
     from automl.config import SearchConfig
-    from automl.contracts import FitData, NullReporter, Task
+    from automl.contracts import NullReporter, Task, as_fitted
     from automl.data import prepare_target
     from automl.engine import prepare_problem
-    from automl.evaluation import predict_scores
     from automl.images import read_input
-    from automl.metrics import get_metric
+    from automl.metrics import get_metric, predict_scores
     from automl.registry import get_trainer
     from automl.schema import FeatureSchema
-    from automl.objective import learner_params
-    from automl.study import best_trials
+    from automl.study import best_trials, learner_params
 
     info = {**study.user_attrs, **run.info}
     missing = [k for k in ("data", "target", "task", "metric", "seed") if info.get(k) is None]
@@ -139,13 +137,11 @@ def refit_on_first_split(run: RunFolder, study: Any) -> Validation:
     tr, va = problem.splits.folds[0]
     X_valid, y_valid = problem.X.iloc[va], problem.y[va]
     per_fold = float(trial.user_attrs.get("fold_fit_time", trial.user_attrs.get("fit_time", 10.0)))
-    data = FitData(X_train=problem.X.iloc[tr], y_train=problem.y[tr], X_valid=X_valid,
-                   y_valid=y_valid, info=problem.info, metric=metric, seed=seed,
-                   n_threads=config.threads_per_trial(len(problem.y)),
-                   deadline=time.monotonic() + max(60.0, 10 * per_fold))
+    data = problem.fit_data(0, seed=seed, n_threads=config.threads_per_trial(len(problem.y)),
+                            deadline=time.monotonic() + max(60.0, 10 * per_fold))
     t0 = time.perf_counter()
     with _quiet_logs():
-        estimator = get_trainer(learner).fit(params, data, NullReporter())
+        estimator = as_fitted(get_trainer(learner).fit(params, data, NullReporter())).estimator
     fit_seconds = time.perf_counter() - t0
     k = problem.info.n_classes
     pred = predict_scores(estimator, X_valid, task, k)
@@ -265,7 +261,7 @@ def permutation_figure(v: Validation) -> Any:
     import plotly.graph_objects as go
     from sklearn.inspection import permutation_importance
 
-    from automl.evaluation import predict_scores
+    from automl.metrics import predict_scores
 
     X, y = v.X_valid, v.y_valid
     if len(y) > MAX_PERM_ROWS:

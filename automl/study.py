@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from optuna.pruners import BasePruner, HyperbandPruner
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from automl import optuna_internals as internals
 from automl.exceptions import ConfigError
 
 log = logging.getLogger("automl")
@@ -91,7 +93,7 @@ class WorkerTagging(optuna.samplers.BaseSampler):
         self.base = base
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
+        internals.set_trial_user_attr(study, trial, "worker", worker_id())
         self.base.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
@@ -249,9 +251,9 @@ def fail_dead_trials(study: optuna.Study) -> tuple[int, int]:
         if whost != host or _alive(int(pid)):
             continue
         try:
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
-                                               "the worker process died (crash, kill or power loss)")
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            internals.set_trial_user_attr(study, t, "fail_reason",
+                                          "the worker process died (crash, kill or power loss)")
+            internals.fail_trial(study, t)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process resuming the same study got there first
         queued += retry_once(study, t)
@@ -268,9 +270,9 @@ def fail_own_running_trials(study: optuna.Study, reason: str) -> int:
         if t.user_attrs.get("worker") != me:
             continue
         try:
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-            study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            internals.set_trial_user_attr(study, t, "fail_reason", reason)
+            internals.set_trial_user_attr(study, t, "interrupted", True)
+            internals.fail_trial(study, t)
             n += 1
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
@@ -340,8 +342,48 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
             if t.value is not None and np.isfinite(t.value)]
 
 
-def best_trials(study: optuna.Study, metric: Any, n: int = 1) -> list[FrozenTrial]:
-    """The ``n`` best complete trials, best first, by ``metric``'s direction."""
-    trials = completed(study)
-    trials.sort(key=lambda t: t.value, reverse=metric.greater_is_better)
+def best_trials(study: optuna.Study | Sequence[FrozenTrial], metric: Any, n: int = 1
+                ) -> list[FrozenTrial]:
+    """The ``n`` best complete trials, best first, by ``metric``'s direction (a
+    :class:`~automl.metrics.Metric`, or ``"maximize"``/``"minimize"``), of a study or of
+    trials already read from one; the one place a search picks its best trials.
+
+    Example:
+        >>> from optuna.trial import create_trial
+        >>> failed = create_trial(state=TrialState.FAIL)
+        >>> trials = [create_trial(value=v) for v in (0.3, 0.9, 0.5)] + [failed]
+        >>> [t.value for t in best_trials(trials, "maximize", 2)]
+        [0.9, 0.5]
+    """
+    if isinstance(study, optuna.Study):
+        trials = completed(study)
+    else:
+        trials = [t for t in study if t.state == TrialState.COMPLETE and t.value is not None
+                  and np.isfinite(t.value)]
+    maximize = metric == "maximize" if isinstance(metric, str) else metric.greater_is_better
+    trials.sort(key=lambda t: t.value, reverse=maximize)
     return trials[:n]
+
+
+def param_name(learner: str, name: str) -> str:
+    """The study's name of ``learner``'s parameter ``name``: every learner's parameters
+    share one study, so each carries its learner's name as a prefix."""
+    return f"{learner}__{name}"
+
+
+def own_params(flat: Mapping[str, Any], learner: str) -> dict[str, Any]:
+    """``learner``'s own entries of a trial's flat ``params`` (or ``distributions``), without
+    the prefix :func:`param_name` added.
+
+    Example:
+        >>> own_params({"learner": "knn", "knn__k": 5, "ridge__alpha": 1.0}, "knn")
+        {'k': 5}
+    """
+    prefix = param_name(learner, "")
+    return {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+
+
+def learner_params(trial: Any) -> tuple[str, dict[str, Any]]:
+    """Split a trial's flat parameters into its learner and that learner's own parameters."""
+    learner = trial.params["learner"]
+    return learner, own_params(trial.params, learner)

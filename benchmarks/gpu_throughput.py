@@ -57,7 +57,7 @@ def fit_seconds(problem, params: dict, epochs: int, accelerator: str, threads: i
     """Wall and CPU (all threads of this process) seconds of one refit-style fit."""
     trainer = get_trainer("mlp")
     data = FitData(problem.X, problem.y, None, None, problem.info, problem.metric, seed=0,
-                   n_threads=threads, accelerator=accelerator, extra={"n_iterations": epochs})
+                   n_threads=threads, accelerator=accelerator, n_iterations=epochs)
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit({**params, "epochs": epochs}, data, NullReporter())
     return time.perf_counter() - t0, time.process_time() - c0

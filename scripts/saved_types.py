@@ -87,7 +87,7 @@ def main() -> None:
             if problem.info.task not in trainer.tasks:
                 continue
             configs = [dict(trainer.default(problem.info))]
-            configs += [dict(p) for p in getattr(trainer, "portfolio", lambda i: [])(problem.info)]
+            configs += [dict(p) for p in trainer.portfolio(problem.info)]
             study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
             for _ in range(args.random):
                 trial = study.ask(dict(trainer.space(problem.info)))
@@ -95,7 +95,7 @@ def main() -> None:
                 study.tell(trial, 0.0)
             for params in configs:
                 data = FitData(problem.X, problem.y, None, None, problem.info, problem.metric)
-                est = trainer.fit(params, data, NullReporter())
+                est = trainer.fit(params, data, NullReporter()).estimator
                 for obj in (est, FoldBag([est], problem.info.task, problem.info.n_classes)):
                     for loader, full in names_in(sio.dumps(obj)):
                         known = allow.functions if loader == "FunctionNode" else allow.types

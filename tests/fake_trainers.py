@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from automl.contracts import FitData, Reporter
+from automl.contracts import FitData, Fitted, Reporter
 from automl.registry import register
 from trainers.sklearn_trainers import LogisticTrainer
 
@@ -29,7 +29,7 @@ class SleepyTrainer(LogisticTrainer):
 
     name = "sleepy"
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any:
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         time.sleep(SLEEP_S)
         return super().fit(params, data, reporter)
 
@@ -40,7 +40,7 @@ class HangTrainer(LogisticTrainer):
 
     name = "hang"
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any:
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         while True:
             time.sleep(1.0)
 
@@ -49,7 +49,7 @@ class HangTrainer(LogisticTrainer):
 class BoomTrainer(LogisticTrainer):
     name = "boom"
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any:
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         raise RuntimeError("learner exploded")
 
 
@@ -68,8 +68,8 @@ class NaNTrainer(LogisticTrainer):
 
     name = "nan"
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any:
-        return _NaNModel(super().fit(params, data, reporter))
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
+        return Fitted(_NaNModel(super().fit(params, data, reporter).estimator))
 
 
 @register
@@ -78,7 +78,7 @@ class HogTrainer(LogisticTrainer):
 
     name = "hog"
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Any:
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         blocks = []
         for _ in range(20):
             blocks.append(np.ones(50 * 2**20 // 8))  # touched, so resident

@@ -103,7 +103,7 @@ def test_image_learner_contract(name, task, image_dir):
     from automl.contracts import Trainer
     from automl.data import prepare_target
     from automl.engine import prepare_problem
-    from automl.evaluation import predict_scores
+    from automl.metrics import predict_scores
     from automl.registry import get_trainer
 
     df, _ = read_input(image_dir)
@@ -115,7 +115,7 @@ def test_image_learner_contract(name, task, image_dir):
     trainer = get_trainer(name)
     assert isinstance(trainer, Trainer) and problem.info.task in trainer.tasks
     space, default = trainer.space(problem.info), trainer.default(problem.info)
-    for config in [default, *getattr(trainer, "portfolio", lambda info: [])(problem.info)]:
+    for config in [default, *trainer.portfolio(problem.info)]:
         assert set(config) == set(space)
         for key, dist in space.items():
             assert isinstance(dist, BaseDistribution) and dist._contains(dist.to_internal_repr(config[key]))
@@ -124,15 +124,16 @@ def test_image_learner_contract(name, task, image_dir):
     data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
                    problem.info, problem.metric, seed=0, n_threads=1)
     reporter = Recorder()
-    est = trainer.fit(params, data, reporter)
+    fitted = trainer.fit(params, data, reporter)
+    est = fitted.estimator
     pred = predict_scores(est, problem.X.iloc[va], problem.info.task, problem.info.n_classes)
     assert np.isfinite(problem.metric(problem.y[va], pred, problem.info.n_classes))
     if problem.info.task.is_classification:
         np.testing.assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-5)
     assert all(np.isfinite(v) for _, v in reporter.values) and (name == "image_probe" or reporter.values)
     refit = FitData(problem.X, problem.y, None, None, problem.info, problem.metric,
-                    extra={"n_iterations": data.extra.get("n_iterations")})
-    est = trainer.fit(params, refit, Recorder())
+                    n_iterations=fitted.n_iterations)
+    est = trainer.fit(params, refit, Recorder()).estimator
     assert len(predict_scores(est, problem.X.head(3), problem.info.task, problem.info.n_classes)) == 3
 
 
@@ -182,12 +183,12 @@ def test_probe_features_are_cached_once_and_match_the_saved_network(image_dir, f
     from trainers.image_trainers import ImageProbeTrainer
 
     params = {"backbone": "lite0", "resolution": 64, "C": 1.0, "class_weight": "balanced"}
-    est = ImageProbeTrainer().fit(params, _problem(image_dir, 0), Recorder())
+    est = ImageProbeTrainer().fit(params, _problem(image_dir, 0), Recorder()).estimator
     cached = sorted(feature_cache.rglob("*.npy"))
     assert len(cached) == 1 and cached[0].parent.name == "lite0-64"
     stamp = cached[0].stat().st_mtime_ns
     data = _problem(image_dir, 1)  # another split of the same rows: the same cache entry
-    est = ImageProbeTrainer().fit(params, data, Recorder())
+    est = ImageProbeTrainer().fit(params, data, Recorder()).estimator
     assert sorted(feature_cache.rglob("*.npy")) == cached and cached[0].stat().st_mtime_ns == stamp
     remembered = est.predict_proba(data.X_valid)
     est._known = None  # now through the network, from the image files
@@ -202,16 +203,17 @@ def test_finetune_trains_reports_and_predicts(image_dir):
     params = {"backbone": "lite0", "resolution": 64, "unfreeze": 2, "lr_head": 3e-3, "lr_body": 3e-4,
               "weight_decay": 1e-4, "dropout": 0.1, "augment": 0.7, "epochs": 2, "batch_size": 4,
               "class_weight": "balanced", "checkpointing": True}
-    est = ImageTrainer().fit(params, data, reporter)
+    fitted = ImageTrainer().fit(params, data, reporter)
+    est = fitted.estimator
     assert [s for s, _ in reporter.values] == [1, 2]  # one report per epoch, in the trial's metric
-    assert data.extra["n_iterations"] in (1, 2)
+    assert fitted.n_iterations in (1, 2)
     proba = est.predict_proba(data.X_valid)
     assert proba.shape == (len(data.X_valid), 2) and np.allclose(proba.sum(axis=1), 1)
     est._known = None
     np.testing.assert_allclose(est.predict_proba(data.X_valid), proba, atol=1e-4)
     refit = FitData(data.X_train, data.y_train, None, None, data.info, data.metric,
-                    extra={"n_iterations": 1})
-    assert ImageTrainer().fit(params, refit, Recorder()).predict(data.X_valid).shape == (6,)
+                    n_iterations=1)
+    assert ImageTrainer().fit(params, refit, Recorder()).estimator.predict(data.X_valid).shape == (6,)
 
 
 def test_diverging_loss_fails_the_trial_with_the_reason(image_dir):
@@ -282,7 +284,7 @@ def test_report_shows_misclassified_images_with_true_and_predicted_labels(image_
     from trainers.image_trainers import ImageProbeTrainer
 
     data = _problem(image_dir)
-    est = ImageProbeTrainer().fit({"backbone": "lite0", "resolution": 64, "C": 1.0}, data, Recorder())
+    est = ImageProbeTrainer().fit({"backbone": "lite0", "resolution": 64, "C": 1.0}, data, Recorder()).estimator
     pred = est.predict_proba(data.X_valid)
     wrong = pred.argmax(axis=1) != data.y_valid
     pred[0] = [1.0, 0.0] if data.y_valid[0] == 1 else [0.0, 1.0]  # at least one wrong, certain
@@ -377,7 +379,7 @@ def test_finetune_runs_an_epoch_in_bf16_mixed_precision(image_dir, monkeypatch):
     data.extra["precision"] = "bf16-mixed"
     params = {"backbone": "lite0", "resolution": 64, "unfreeze": 1, "lr_head": 3e-3, "lr_body": 3e-4,
               "augment": 0.0, "epochs": 1, "batch_size": 4}
-    est = ImageTrainer().fit(params, data, reporter)
+    est = ImageTrainer().fit(params, data, reporter).estimator
     assert torch.bfloat16 in seen
     assert [s for s, _ in reporter.values] == [1] and np.isfinite(reporter.values[0][1])
     proba = est.predict_proba(data.X_valid)
@@ -398,8 +400,9 @@ def test_finetune_data_parallel_on_two_cpu_processes(image_dir, tmp_path):
     data.extra["devices"] = 2
     params = {"backbone": "lite0", "resolution": 64, "unfreeze": 1, "lr_head": 3e-3, "lr_body": 3e-4,
               "augment": 0.0, "epochs": 2, "batch_size": 4}
-    est = ImageTrainer().fit(params, data, FileReporter())
+    fitted = ImageTrainer().fit(params, data, FileReporter())
+    est = fitted.estimator
     lines = [ln.split() for ln in (tmp_path / "reports.txt").read_text().splitlines()]
     assert {p for p, _ in lines} != {str(os.getpid())} and len({p for p, _ in lines}) == 1
-    assert [int(s) for _, s in lines] == [1, 2] and data.extra["n_iterations"] in (1, 2)
+    assert [int(s) for _, s in lines] == [1, 2] and fitted.n_iterations in (1, 2)
     assert est.predict_proba(data.X_valid).shape == (len(data.X_valid), 2)

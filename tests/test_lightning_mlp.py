@@ -19,7 +19,7 @@ from automl.config import SearchConfig  # noqa: E402
 from automl.contracts import FitData, NullReporter  # noqa: E402
 from automl.data import prepare_target  # noqa: E402
 from automl.engine import prepare_problem  # noqa: E402
-from automl.evaluation import predict_scores  # noqa: E402
+from automl.metrics import predict_scores  # noqa: E402
 from automl.exceptions import MissingDependencyError, TrialFailed  # noqa: E402
 from automl.registry import get_trainer  # noqa: E402
 from automl.objective import TrialReporter  # noqa: E402
@@ -49,28 +49,30 @@ def penguins():
 def _fit(problem, params=None, **kw):
     trainer = get_trainer("mlp")
     data = _fold(problem, **kw)
-    est = trainer.fit({**trainer.default(problem.info), **(params or {})}, data, NullReporter())
+    fitted = trainer.fit({**trainer.default(problem.info), **(params or {})}, data, NullReporter())
+    est = fitted.estimator
     _, va = problem.splits.folds[0]
-    return est, data, predict_scores(est, problem.X.iloc[va], problem.info.task, problem.info.n_classes)
+    return (est, data, predict_scores(est, problem.X.iloc[va], problem.info.task, problem.info.n_classes),
+            fitted.n_iterations)
 
 
 def test_beats_a_constant_predictor_on_real_data():
     problem = _problem(pd.read_csv(shared_dataset("breast_cancer")), "diagnosis")
-    est, data, pred = _fit(problem)
+    est, data, pred, n_iterations = _fit(problem)
     _, va = problem.splits.folds[0]
     assert problem.metric.name == "roc_auc"
     assert problem.metric(problem.y[va], pred, 2) > 0.95  # a constant scores 0.5
     prior = np.bincount(problem.y[problem.splits.folds[0][0]], minlength=2) / len(data.y_train)
     ll = lambda p: -np.mean(np.log(np.clip(p[np.arange(len(va)), problem.y[va]], 1e-15, 1)))  # noqa: E731
     assert ll(pred) < 0.5 * ll(np.tile(prior, (len(va), 1)))
-    assert 1 <= data.extra["n_iterations"] <= 20  # the best epoch, for the refit
+    assert 1 <= n_iterations <= 20  # the best epoch, for the refit
     assert list(est.classes_) == [0, 1]
 
 
 def test_same_seed_same_predictions(penguins):
-    _, _, a = _fit(penguins, seed=3)
-    _, _, b = _fit(penguins, seed=3)
-    _, _, c = _fit(penguins, seed=4)
+    _, _, a, _ = _fit(penguins, seed=3)
+    _, _, b, _ = _fit(penguins, seed=3)
+    _, _, c, _ = _fit(penguins, seed=4)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -78,8 +80,8 @@ def test_same_seed_same_predictions(penguins):
 def test_refit_trains_the_trials_epochs_and_logs_curves(penguins, tmp_path):
     trainer = get_trainer("mlp")
     data = FitData(penguins.X, penguins.y, None, None, penguins.info, penguins.metric,
-                   extra={"n_iterations": 3, "log_dir": str(tmp_path)})
-    est = trainer.fit(dict(trainer.default(penguins.info)), data, NullReporter())
+                   n_iterations=3, extra={"log_dir": str(tmp_path)})
+    est = trainer.fit(dict(trainer.default(penguins.info)), data, NullReporter()).estimator
     assert predict_scores(est, penguins.X.head(7), penguins.info.task, 3).shape == (7, 3)
     curves = pd.read_csv(next(tmp_path.rglob("metrics.csv")))
     assert curves["epoch"].max() == 2  # three epochs: 0, 1, 2
@@ -96,7 +98,7 @@ def test_forked_trials_still_use_threads_after_in_process_use(penguins):
     several threads (a process whose OpenMP pool ran several threads hangs its forks)."""
     from automl.isolation import run_isolated
 
-    est, _, _ = _fit(penguins, {"width": 512, "depth": 3})
+    est, _, _, _ = _fit(penguins, {"width": 512, "depth": 3})
     est.predict_proba(pd.concat([penguins.X] * 20))
 
     def child():
@@ -110,9 +112,9 @@ def test_forked_trials_still_use_threads_after_in_process_use(penguins):
 
 def test_deadline_stops_training(penguins):
     t0 = time.monotonic()
-    est, data, pred = _fit(penguins, {"epochs": 200}, deadline=time.monotonic())
+    est, data, pred, n_iterations = _fit(penguins, {"epochs": 200}, deadline=time.monotonic())
     assert time.monotonic() - t0 < 10
-    assert data.extra["n_iterations"] == 1
+    assert n_iterations == 1
     assert np.isfinite(pred).all()
 
 
@@ -160,7 +162,7 @@ def test_imbalanced_data_searches_a_balanced_sampler(mixed_frame):
     problem = _problem(df, "label")
     space = get_trainer("mlp").space(problem.info)
     assert "balanced_sampler" in space and set(space["class_weight"].choices) == {None, "balanced", "effective"}
-    _, _, pred = _fit(problem, {"balanced_sampler": True, "class_weight": "effective"})
+    _, _, pred, _ = _fit(problem, {"balanced_sampler": True, "class_weight": "effective"})
     assert np.isfinite(pred).all()
     balanced_space = get_trainer("mlp").space(_problem(mixed_frame, "label").info)
     assert "balanced_sampler" not in balanced_space
@@ -168,7 +170,7 @@ def test_imbalanced_data_searches_a_balanced_sampler(mixed_frame):
 
 def test_unseen_and_missing_levels_use_the_unknown_embedding(mixed_frame):
     problem = _problem(mixed_frame, "label")
-    est, _, _ = _fit(problem)
+    est, _, _, _ = _fit(problem)
     assert est[-1].arch_["cardinalities"], "low-cardinality categoricals are embedded"
     X_new = problem.X.head(4).copy()
     X_new["color"] = ["purple", None, "red", "never-seen"]
@@ -208,7 +210,7 @@ def test_median_pruner_prunes_mlp_trials(penguins):
         trial.suggest_categorical("learner", ["mlp"])  # the pruner compares trials of one learner
         params, seed = configs[trial.number]
         data = _fold(penguins, seed=seed)
-        est = trainer.fit(params, data, TrialReporter.for_trial(trial))
+        est = trainer.fit(params, data, TrialReporter.for_trial(trial)).estimator
         pred = predict_scores(est, data.X_valid, penguins.info.task, 3)
         return penguins.metric(data.y_valid, pred, 3)
 
@@ -228,7 +230,7 @@ def test_missing_torch_names_the_extra(monkeypatch):
 def test_estimator_state_is_plain_and_skops_safe(penguins):
     import skops.io as sio
 
-    est, _, pred = _fit(penguins)
+    est, _, pred, _ = _fit(penguins)
     net = est[-1]
     state = net.__getstate__()
     assert isinstance(state["weights_"], bytes) and isinstance(state["arch_"], dict)

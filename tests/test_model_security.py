@@ -361,7 +361,7 @@ def test_every_learner_roundtrips_for_every_task(tmp_path, task, dense):
         if problem.info.task not in trainer.tasks:
             continue
         data = FitData(problem.X, problem.y, None, None, problem.info, problem.metric)
-        est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
+        est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter()).estimator
         bag = FoldBag([est, est], problem.info.task, problem.info.n_classes)
         model = AutoMLModel(problem.info.schema, problem.info.task, t.classes, problem.metric.name, "y",
                             [est, bag], [0.5, 0.5], [{"learner": name}, {"learner": name}])

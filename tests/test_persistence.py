@@ -117,7 +117,7 @@ def test_every_learner_roundtrips_through_a_model_folder(mixed_frame, tmp_path):
         if not input_kinds(name) & {c.kind for c in problem.info.schema.columns}:
             continue  # the image learners: tests/test_image.py round-trips them
         data = FitData(problem.X, problem.y, None, None, problem.info, problem.metric)
-        est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
+        est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter()).estimator
         model = AutoMLModel(problem.info.schema, problem.info.task, t.classes, "roc_auc", "label",
                             [est], [1.0], [{"learner": name}])
         save_model(model, tmp_path / name)

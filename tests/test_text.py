@@ -260,9 +260,10 @@ def test_finetune_trains_reports_per_epoch_and_saves_plain_state(unfreeze: int) 
     if unfreeze:
         params.update(head_lr=1e-3, body_lr=5e-5, batch_size=8, effective_batch_size=16)
     reporter = Recorder()
-    est = get_trainer("text_finetune").fit(params, data, reporter)
+    fitted = get_trainer("text_finetune").fit(params, data, reporter)
+    est = fitted.estimator
     assert [s for s, _ in reporter.steps] == list(range(1, len(reporter.steps) + 1))
-    assert 1 <= data.extra["n_iterations"] <= params["epochs"]
+    assert 1 <= fitted.n_iterations <= params["epochs"]
     proba = est.predict_proba(data.X_valid)
     assert proba.shape == (len(data.y_valid), 2)
     from sklearn.metrics import roc_auc_score

@@ -66,7 +66,8 @@ def test_finetune_with_checkpointing_trains() -> None:
     params = {**ft_space.default(data.info), "unfreeze_layers": 1, "epochs": 3, "head_lr": 1e-3,
               "body_lr": 5e-5, "batch_size": 8, "effective_batch_size": 16, "max_length": 64}
     reporter = Recorder()
-    est = get_trainer("text_finetune").fit(params, data, reporter)
+    fitted = get_trainer("text_finetune").fit(params, data, reporter)
+    est = fitted.estimator
     assert is_checkpointing(est._net.encoder)
     assert [s for s, _ in reporter.steps] == list(range(1, len(reporter.steps) + 1))
     assert roc_auc_score(data.y_valid, est.predict_proba(data.X_valid)[:, 1]) > 0.8
@@ -92,7 +93,8 @@ def test_finetune_runs_an_epoch_in_bf16_mixed_precision(monkeypatch) -> None:
     params = {**ft_space.default(data.info), "unfreeze_layers": 1, "epochs": 1, "batch_size": 8,
               "effective_batch_size": 8, "max_length": 32}
     reporter = Recorder()
-    est = get_trainer("text_finetune").fit(params, data, reporter)
+    fitted = get_trainer("text_finetune").fit(params, data, reporter)
+    est = fitted.estimator
     assert torch.bfloat16 in seen
     assert [s for s, _ in reporter.steps] == [1] and np.isfinite(reporter.steps[0][1])
     proba = est.predict_proba(data.X_valid)
@@ -133,14 +135,15 @@ def test_data_parallel_fit_reports_once_per_epoch_from_rank_zero(tmp_path: Path)
 
     data, params = _ddp_data()
     reporter = FileReporter(tmp_path / "reports.txt")
-    est = get_trainer("text_finetune").fit(params, data, reporter)
+    fitted = get_trainer("text_finetune").fit(params, data, reporter)
+    est = fitted.estimator
     lines = reporter.lines()
     pids = {p for p, _, _ in lines}
     assert len(pids) == 1 and os.getpid() not in pids  # rank 0, a process of its own
     assert [s for _, s, _ in lines] == list(range(1, len(lines) + 1)) and len(lines) >= 2
     # scored on every rank's validation rows in their order (misaligned rows: AUC near 0.5)
     assert max(v for _, _, v in lines) > 0.9
-    assert 1 <= data.extra["n_iterations"] <= params["epochs"]
+    assert 1 <= fitted.n_iterations <= params["epochs"]
     # the best epoch's weights came back from rank 0: the model predicts well here
     assert roc_auc_score(data.y_valid, est.predict_proba(data.X_valid)[:, 1]) > 0.8
 
@@ -175,8 +178,7 @@ def test_data_parallel_trial_reports_through_the_parent_channel() -> None:
 
     def trial() -> int:
         reporter = TrialReporter(lambda step, value: bool(ask_parent(("report", step, value))))
-        get_trainer("text_finetune").fit(params, data, reporter)
-        return int(data.extra["n_iterations"])
+        return int(get_trainer("text_finetune").fit(params, data, reporter).n_iterations)
 
     outcome = run_isolated(trial, deadline=time.monotonic() + 240, mem_cap_mb=None, on_message=answer)
     assert outcome.status == "ok", outcome.reason

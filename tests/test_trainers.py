@@ -12,7 +12,7 @@ from automl.config import SearchConfig
 from automl.contracts import FitData, NullReporter, Task, Trainer
 from automl.data import prepare_target
 from automl.engine import prepare_problem
-from automl.evaluation import predict_scores
+from automl.metrics import predict_scores
 from automl.registry import builtin, get_trainer, input_kinds
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("lightning") is not None
@@ -64,7 +64,8 @@ def test_trainer_contract(name, problem):
     data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
                    problem.info, problem.metric, seed=0, n_threads=1)
     reporter = Recorder()
-    est = trainer.fit(dict(default), data, reporter)
+    fitted = trainer.fit(dict(default), data, reporter)
+    est = fitted.estimator
     pred = predict_scores(est, problem.X.iloc[va], problem.info.task, problem.info.n_classes)
     score = problem.metric(problem.y[va], pred, problem.info.n_classes)
     assert np.isfinite(score)
@@ -78,8 +79,8 @@ def test_trainer_contract(name, problem):
         assert reporter.values, f"{name} is iterative and must report to the pruner"
     # a refit (no validation part) works too, with the iterations found by the trial
     refit = FitData(problem.X, problem.y, None, None, problem.info, problem.metric,
-                    extra={"n_iterations": data.extra.get("n_iterations")})
-    est = trainer.fit(dict(default), refit, NullReporter())
+                    n_iterations=fitted.n_iterations)
+    est = trainer.fit(dict(default), refit, NullReporter()).estimator
     assert len(predict_scores(est, problem.X.head(5), problem.info.task, problem.info.n_classes)) == 5
 
 
@@ -88,7 +89,7 @@ def test_unseen_categories_at_predict(mixed_frame):
     for name in ("lightgbm", "catboost", "logistic", "random_forest", "hist_gb", "knn"):
         trainer = get_trainer(name)
         data = FitData(problem.X, problem.y, problem.X, problem.y, problem.info, problem.metric)
-        est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
+        est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter()).estimator
         X_new = problem.X.head(4).copy()
         X_new["color"] = ["purple", None, "red", "never-seen"]
         assert np.isfinite(predict_scores(est, X_new, problem.info.task, 2)).all(), name
@@ -122,7 +123,7 @@ def test_catboost_gets_categories_as_integers_and_stops_at_the_deadline(mixed_fr
     tr, va = problem.splits.folds[0]
     data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
                    problem.info, problem.metric, deadline=time.monotonic() - 1)
-    est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
+    est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter()).estimator
     model = est.named_steps["model"]
     assert model.cat_columns and model.model.get_cat_feature_indices() == model.cat_columns
     assert model.model.tree_count_ <= 2  # stopped at once
@@ -146,7 +147,7 @@ def test_a_row_missing_every_measurement_gets_no_certain_prediction():
     trainer = get_trainer("logistic")
     params = {**trainer.default(problem.info), "C": 1000.0}
     data = FitData(problem.X, problem.y, None, None, problem.info, problem.metric)
-    est = trainer.fit(params, data, NullReporter())
+    est = trainer.fit(params, data, NullReporter()).estimator
     proba = predict_scores(est, row.drop(columns="species"), problem.info.task, 3)[0]
     gentoo = list(problem.classes).index("Gentoo")
     assert proba[gentoo] > 0.01, dict(zip(problem.classes, proba.round(4)))

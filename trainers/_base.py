@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 
-from automl.contracts import DataInfo, FitData, Reporter, Task
-from automl.evaluation import predict_scores
+from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer, as_fitted
+from automl.metrics import predict_scores
 from automl.preprocessing import make_preprocessor, preprocess_key
 from search_spaces._common import TEXT_PARAM, with_text, with_text_default
 
@@ -22,10 +22,10 @@ def preprocess(data: FitData, style: str, params: Mapping[str, Any] | None = Non
     representation): shared from the search's cache when the search prepared it, else
     fitted here on the training part only."""
     text = str((params or {}).get(TEXT_PARAM, "tfidf"))
-    cached = (data.extra.get("preprocessed") or {}).get(preprocess_key(style, text))
+    cached = data.preprocessed.get(preprocess_key(style, text))
     if cached is not None and data.X_valid is not None:
         return cached
-    pre = make_preprocessor(data.info.schema, style, seed=data.seed,  # type: ignore[arg-type]
+    pre = make_preprocessor(data.info.schema, style, seed=data.seed,
                             n_rows=len(data.y_train), task=data.info.task, text=text,
                             backbone=data.info.text_backbone)
     Xt = pre.fit_transform(data.X_train, data.y_train)
@@ -33,20 +33,17 @@ def preprocess(data: FitData, style: str, params: Mapping[str, Any] | None = Non
     return pre, Xt, Xv
 
 
-class PreprocessedTrainer:
+class PreprocessedTrainer(Trainer):
     """A trainer whose model follows a preprocessing step of a given style.
 
-    Subclasses set ``name``, ``tasks``, ``style``, ``space_fn``, ``default_fn`` and
-    implement :meth:`build` (and optionally :meth:`fit_model` for staged fitting).
+    Subclasses set ``name``, ``tasks``, ``style``, ``space_fn``, ``default_fn`` (and
+    ``portfolio_fn``, ``saved_types``: see :class:`automl.contracts.Trainer`) and implement
+    :meth:`build` (and optionally :meth:`fit_model` for staged fitting).
     """
 
     name: ClassVar[str]
     tasks: ClassVar[frozenset[Task]]
-    style: ClassVar[str] = "tree"
-    # exact names of the classes/functions a saved model holds beyond the engine's
-    # preprocessing (see automl.contracts.Trainer and automl.allowlist)
-    saved_types: ClassVar[frozenset[str]] = frozenset()
-    saved_functions: ClassVar[frozenset[str]] = frozenset()
+    style: ClassVar[str | None] = "tree"
 
     def space(self, info: DataInfo) -> Mapping[str, Any]:
         return with_text(type(self).space_fn(info), info)  # type: ignore[attr-defined]
@@ -54,25 +51,30 @@ class PreprocessedTrainer:
     def default(self, info: DataInfo) -> Mapping[str, Any]:
         return with_text_default(type(self).default_fn(info), info)  # type: ignore[attr-defined]
 
+    portfolio_fn: ClassVar[Any] = None
+
     def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
         """Extra strong configurations tried after every learner's default (optional)."""
-        fn = getattr(type(self), "portfolio_fn", None)
+        fn = type(self).portfolio_fn
         return list(fn(info)) if fn is not None else []
 
     def build(self, params: Mapping[str, Any], data: FitData) -> Any:
         raise NotImplementedError
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
-        pre, Xt, Xv = preprocess(data, self.style, params)
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
+        pre, Xt, Xv = preprocess(data, str(self.style), params)
         model = self.build(params, data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             warnings.filterwarnings("ignore", message=".*n_iter_no_change.*")
-            model = self.fit_model(model, pre, Xt, Xv, data, reporter)
-        return Pipeline([("preprocess", pre), ("model", model)])
+            fitted = as_fitted(self.fit_model(model, pre, Xt, Xv, data, reporter))
+        return Fitted(Pipeline([("preprocess", pre), ("model", fitted.estimator)]),
+                      fitted.n_iterations)
 
     def fit_model(self, model: Any, pre: Any, Xt: Any, Xv: Any, data: FitData,
                   reporter: Reporter) -> Any:
+        """Fit the bare model on the preprocessed parts; returns it, or a :class:`Fitted`
+        of it with the rounds early stopping kept."""
         kwargs = {}
         if data.sample_weight is not None:
             kwargs["sample_weight"] = data.sample_weight

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
-from automl.contracts import DataInfo, FitData, Reporter, Task
+from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.exceptions import require
 from automl.preprocessing import categorical_indices
 from search_spaces import catboost as cb_space
@@ -74,7 +74,7 @@ class CatBoostModel(BaseEstimator):
         return np.asarray(self.model.predict_proba(self._frame(X)))
 
 
-class CatBoostTrainer:
+class CatBoostTrainer(Trainer):
     name = "catboost"
     tasks = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
     style = "tree"
@@ -94,7 +94,7 @@ class CatBoostTrainer:
     def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
         return cb_space.portfolio(info)
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         import catboost
 
         task = data.info.task
@@ -122,9 +122,9 @@ class CatBoostTrainer:
         if data.sample_weight is not None:
             kwargs["sample_weight"] = data.sample_weight
         if data.X_valid is None:
-            model.set_params(iterations=max(1, int(data.extra.get("n_iterations") or 300)))
+            model.set_params(iterations=max(1, int(data.n_iterations or 300)))
             wrapped = CatBoostModel(model, cats).fit(Xt, data.y_train, **kwargs)
-            return Pipeline([("preprocess", pre), ("model", wrapped)])
+            return Fitted(Pipeline([("preprocess", pre), ("model", wrapped)]))
 
         wrapped = CatBoostModel(model, cats)
         model.set_params(iterations=MAX_ROUNDS, od_type="Iter", od_wait=EARLY_STOP,
@@ -133,8 +133,8 @@ class CatBoostTrainer:
         wrapped.fit(Xt, data.y_train, eval_set=(wrapped._frame(Xv), data.y_valid),
                     callbacks=[callback], **kwargs)
         callback.reraise()
-        data.extra["n_iterations"] = int(model.get_best_iteration() or model.tree_count_ - 1) + 1
-        return Pipeline([("preprocess", pre), ("model", wrapped)])
+        kept = int(model.get_best_iteration() or model.tree_count_ - 1) + 1
+        return Fitted(Pipeline([("preprocess", pre), ("model", wrapped)]), kept)
 
 
 class _Report:

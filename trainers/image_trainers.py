@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from automl.contracts import DataInfo, FitData, Reporter, Task
+from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.exceptions import TrialFailed, require
 from search_spaces import image as image_space
 from trainers.image_backbone import (
@@ -76,7 +76,7 @@ def _image_columns(data: FitData) -> list[str]:
     return cols
 
 
-class _ImageLearner:
+class _ImageLearner(Trainer):
     tasks: ClassVar[frozenset[Task]] = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
     input_kinds: ClassVar[frozenset[str]] = frozenset({"image"})
     auto_kinds: ClassVar[frozenset[str]] = frozenset({"image"})  # searched by default on images
@@ -86,11 +86,11 @@ class _ImageLearner:
     def __init__(self) -> None:
         check_dependencies()
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> ImageEstimator:
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         with torch_threads(data.n_threads):
             return self._fit(params, data, reporter)
 
-    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> ImageEstimator:
+    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         raise NotImplementedError
 
 
@@ -110,7 +110,7 @@ class ImageProbeTrainer(_ImageLearner):
     def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
         return image_space.probe_portfolio(info)
 
-    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> ImageEstimator:
+    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         from trainers.image_features import frozen_features
 
         cols, info = _image_columns(data), data.info
@@ -142,7 +142,7 @@ class ImageProbeTrainer(_ImageLearner):
         est = ImageEstimator.from_network(net, arch, info.task, info.n_classes, y_mean, y_scale)
         if data.X_valid is not None:
             est.remember(data.X_valid, z[n:] @ W.T + b)  # the engine scores these rows next
-        return est
+        return Fitted(est)
 
 
 def _class_head(model: LogisticRegression, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +174,7 @@ class ImageTrainer(_ImageLearner):
     def default(self, info: DataInfo) -> Mapping[str, Any]:
         return image_space.default(info)
 
-    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> ImageEstimator:
+    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         from lightning.pytorch.callbacks import EarlyStopping
         from lightning.pytorch.loggers import CSVLogger
 
@@ -205,7 +205,7 @@ class ImageTrainer(_ImageLearner):
         refit = data.X_valid is None
         epochs = train_epochs = int(params["epochs"])
         if refit:
-            train_epochs = max(1, int(data.extra.get("n_iterations") or epochs))
+            train_epochs = max(1, int(data.n_iterations or epochs))
         total = steps_per_epoch * max(epochs, train_epochs)
         callbacks: list[Any] = []
         val_loader = best = None
@@ -245,20 +245,20 @@ class ImageTrainer(_ImageLearner):
             )
             dist_fit(trainer, module, train_loader, val_loader)
             module.check_loss(trainer.current_epoch)
-        net = module.net
+        net, kept = module.net, None
         best_epoch, epochs_run = dist_outcome(trainer, best)  # raises TrialPruned from DDP ranks
         if best_epoch is not None:
             if best.state is not None:  # one process (under DDP rank 0 already loaded them)
                 net.load_state_dict(best.state)
-            data.extra["n_iterations"] = best_epoch
+            kept = best_epoch
         elif not refit:
-            data.extra["n_iterations"] = max(1, epochs_run)
+            kept = max(1, epochs_run)
         est = ImageEstimator.from_network(net, arch, task, info.n_classes, y_mean, y_scale)
         if val_loader is not None:
             with t.inference_mode():
                 logits = [forward(est._network(), b[0]).float().numpy() for b in val_loader]
             est.remember(data.X_valid, np.concatenate(logits))
-        return est
+        return Fitted(est, kept)
 
 
 def _batch(items: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from automl.contracts import DataInfo, FitData, Reporter, Task
+from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.preprocessing import categorical_indices
 from search_spaces._common import with_text, with_text_default
 from trainers._base import preprocess
@@ -38,7 +38,7 @@ _NATIVE = {
 }
 
 
-class LightGBMTrainer:
+class LightGBMTrainer(Trainer):
     name = "lightgbm"
     tasks = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
     style = "tree"
@@ -54,7 +54,7 @@ class LightGBMTrainer:
     def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
         return lgb_space.portfolio(info)
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         import lightgbm as lgb
 
         task, k = data.info.task, data.info.n_classes
@@ -76,11 +76,11 @@ class LightGBMTrainer:
         fit_kwargs: dict[str, Any] = {"categorical_feature": cats or "auto",
                                       "sample_weight": data.sample_weight}
         if data.X_valid is None:
-            model.set_params(n_estimators=max(1, int(data.extra.get("n_iterations") or 100)))
+            model.set_params(n_estimators=max(1, int(data.n_iterations or 100)))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model.fit(Xt, data.y_train, **fit_kwargs)
-            return Pipeline([("preprocess", pre), ("model", model)])
+            return Fitted(Pipeline([("preprocess", pre), ("model", model)]))
 
         model.set_params(n_estimators=MAX_ROUNDS)
         eval_metric = None if native else _custom_eval(data)
@@ -94,8 +94,7 @@ class LightGBMTrainer:
             model.fit(Xt, data.y_train, eval_set=[(Xv, data.y_valid)], eval_metric=eval_metric,
                       callbacks=callbacks, **fit_kwargs)
         best = int(model.best_iteration_ or model.n_estimators_)
-        data.extra["n_iterations"] = best
-        return Pipeline([("preprocess", pre), ("model", model)])
+        return Fitted(Pipeline([("preprocess", pre), ("model", model)]), best)
 
 
 def _custom_eval(data: FitData):

@@ -41,7 +41,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
 
-from automl.contracts import DataInfo, FitData, Reporter, Task
+from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.exceptions import ConfigError, TrialFailed, require
 from automl.preprocessing import (
     MAX_ORDINAL_LEVELS,
@@ -480,7 +480,7 @@ def _precision(accelerator: str) -> str:
 
 # ---------------------------------------------------------------- the trainer
 
-class MLPTrainer:
+class MLPTrainer(Trainer):
     """Tabular MLP with categorical embeddings; reports every epoch to the pruner."""
 
     name = "mlp"
@@ -500,12 +500,12 @@ class MLPTrainer:
     def default(self, info: DataInfo) -> Mapping[str, Any]:
         return mlp_space.default(info)
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         # every torch operation of the fit runs with the trial's threads (see torch_threads)
         with torch_threads(data.n_threads):
             return self._fit(params, data, reporter)
 
-    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Pipeline:
+    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         torch = _torch()
         L = require("lightning", "deep")
         from lightning.pytorch.callbacks import EarlyStopping
@@ -532,7 +532,7 @@ class MLPTrainer:
         refit = data.X_valid is None
         epochs = train_epochs = int(params["epochs"])
         if refit:  # the trial's schedule, stopped at the trial's best epoch
-            train_epochs = max(1, int(data.extra.get("n_iterations") or epochs))
+            train_epochs = max(1, int(data.n_iterations or epochs))
         total = steps_per_epoch * max(epochs, train_epochs)
         callbacks: list[Any] = []
         val_loader = best = None
@@ -568,14 +568,14 @@ class MLPTrainer:
             )
             trainer.fit(module, train_loader, val_loader)
             module.check_loss(trainer.current_epoch)
-        net = module.net
+        net, kept = module.net, None
         if best is not None and best.state is not None:
             net.load_state_dict(best.state)
-            data.extra["n_iterations"] = int(best.epoch)
+            kept = int(best.epoch)
         elif not refit:
-            data.extra["n_iterations"] = max(1, int(trainer.current_epoch))
+            kept = max(1, int(trainer.current_epoch))
         est = MLPEstimator.from_network(net, arch, task, info.n_classes, y_mean, y_scale)
-        return Pipeline([("preprocess", pre), ("model", est)])
+        return Fitted(Pipeline([("preprocess", pre), ("model", est)]), kept)
 
 
 def _train_loader(Xt: np.ndarray, arch: Mapping[str, Any], target: Any, weights: np.ndarray,

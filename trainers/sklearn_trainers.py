@@ -21,7 +21,7 @@ from sklearn.ensemble import (
 from sklearn.linear_model import ElasticNet, LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
-from automl.contracts import FitData, Reporter, Task
+from automl.contracts import FitData, Fitted, Reporter, Task
 from automl.preprocessing import categorical_indices
 from search_spaces import forest, hist_gb, knn, linear
 from trainers._base import PreprocessedTrainer, n_threads, past_deadline, score_model
@@ -189,7 +189,7 @@ class HistGBTrainer(PreprocessedTrainer):
     def fit_model(self, model, pre, Xt, Xv, data, reporter):  # noqa: D102
         model.set_params(categorical_features=categorical_indices(pre) or None)
         if Xv is None:  # refit: as many iterations as the trials found useful
-            iters = int(data.extra.get("n_iterations") or 100)
+            iters = int(data.n_iterations or 100)
             model.set_params(max_iter=max(1, iters), early_stopping=False)
             return model.fit(Xt, data.y_train, sample_weight=data.sample_weight)
         model.set_params(early_stopping=True, n_iter_no_change=20, scoring="loss")
@@ -201,5 +201,4 @@ class HistGBTrainer(PreprocessedTrainer):
             reporter.report(stage, score_model(model, Xv, data))
             if stopped or past_deadline(data):
                 break
-        data.extra["n_iterations"] = int(model.n_iter_)
-        return model
+        return Fitted(model, int(model.n_iter_))

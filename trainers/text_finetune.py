@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from automl import text_backbones
-from automl.contracts import DataInfo, FitData, Reporter, Task
+from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.exceptions import TrialFailed, require
 from search_spaces import text_finetune as ft_space
 from trainers.distributed import any_rank, rank_hooks, trial_devices
@@ -152,7 +152,7 @@ def _text_module() -> type:
     return TextModule
 
 
-class TextFinetuneTrainer:
+class TextFinetuneTrainer(Trainer):
     """MiniLM (or the run's backbone) with a linear head: frozen, or its top blocks tuned."""
 
     name = "text_finetune"
@@ -176,11 +176,11 @@ class TextFinetuneTrainer:
     def portfolio(self, info: DataInfo) -> list[dict[str, Any]]:
         return ft_space.portfolio(info)
 
-    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> TextFinetuneEstimator:
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         with torch_threads(data.n_threads):
             return self._fit(params, data, reporter)
 
-    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> TextFinetuneEstimator:
+    def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         torch = require("torch", "text")
         L = require("lightning", "text")
         from lightning.pytorch.callbacks import EarlyStopping
@@ -226,7 +226,7 @@ class TextFinetuneTrainer:
         refit = data.X_valid is None
         epochs = int(params["epochs"])
         if refit:
-            epochs = max(1, int(data.extra.get("n_iterations") or epochs))
+            epochs = max(1, int(data.n_iterations or epochs))
         total_steps = max(1, math.ceil(math.ceil(n / batch) / accumulate) * int(params["epochs"]))
 
         callbacks: list[Any] = []
@@ -261,13 +261,14 @@ class TextFinetuneTrainer:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             dist_fit(trainer, module, train_loader, val_loader)
             module.check_loss(trainer.current_epoch)
+        kept = None
         best_epoch, epochs_run = dist_outcome(trainer, best)  # raises TrialPruned from DDP ranks
         if best_epoch is not None:
             if best.state is not None:  # one process (under DDP rank 0 already loaded them)
                 net.load_state_dict(best.state)
-            data.extra["n_iterations"] = best_epoch
+            kept = best_epoch
         elif not refit:
-            data.extra["n_iterations"] = max(1, epochs_run)
-        return TextFinetuneEstimator.from_network(
+            kept = max(1, epochs_run)
+        return Fitted(TextFinetuneEstimator.from_network(
             net, columns=columns, backbone=backbone, arch=arch, task=task,
-            n_classes=info.n_classes, y_mean=y_mean, y_scale=y_scale)
+            n_classes=info.n_classes, y_mean=y_mean, y_scale=y_scale), kept)

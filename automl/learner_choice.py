@@ -57,8 +57,11 @@ def learner_weights(trials: Sequence[FrozenTrial], learners: Sequence[str],
             for n in learners}
 
 
-class LearnerScheduler:
-    """An Optuna callback that queues the learner of the next trial when the queue is empty."""
+class LearnerChooser:
+    """An Optuna callback that queues the learner of the next trial when the queue is empty.
+
+    (Not a scheduler in Optuna's or Ray's sense: it prunes nothing, it picks learners.)
+    """
 
     def __init__(self, learners: Sequence[str], greater_is_better: bool, seed: int = 0) -> None:
         self.learners = list(learners)
@@ -73,4 +76,5 @@ class LearnerScheduler:
         names = list(weights)
         p = np.asarray([weights[n] for n in names])
         choice = str(self.rng.choice(names, p=p / p.sum()))
+        # "scheduler": the value stored studies already hold for such trials
         study.enqueue_trial({"learner": choice}, user_attrs={"queued": "scheduler"})

@@ -1,10 +1,10 @@
 """``automl dashboard OUT``: serve a run's Optuna study in optuna-dashboard.
 
 The run folder written by ``automl fit`` names its study storage and study
-(:mod:`automl.rundir` reads and checks it). Before serving, :func:`annotate_study` adds what makes the
-trials readable in the dashboard (the objective's metric name, a study note that explains
-the run and the trial attributes, a best-score-per-learner chart); it never overwrites a
-note the user wrote.
+(:mod:`automl.rundir` reads and checks it, and loads the study). Before serving,
+:func:`annotate_study` adds what makes the trials readable in the dashboard (the objective's
+metric name, a study note that explains the run and the trial attributes, the report's
+best-score-per-learner chart); it never overwrites a note the user wrote.
 
 The server binds to 127.0.0.1 unless ``--host`` says otherwise: optuna-dashboard has no
 authentication and lets any visitor edit notes, tell trials and delete the study.
@@ -24,35 +24,14 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from automl.exceptions import ConfigError, ModelFileError
-from automl.rundir import RunFolder, open_run
+from automl.exceptions import ConfigError
+from automl.report.optimization import best_per_learner_figure
+from automl.rundir import RunFolder, load_study, open_run
 
 log = logging.getLogger("automl")
 NOTE_SHA_ATTR = "automl:note_sha256"  # study system attr: the hash of the note automl wrote
 PLOT_ID = "automl-best-per-learner"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def load_study(run: RunFolder) -> Any:
-    """Load the run's study from its storage; a one-line error when it is not there."""
-    import optuna
-
-    from automl.study import make_storage
-
-    storage = make_storage(run.storage_url)
-    try:
-        names = optuna.study.get_all_study_names(storage)
-    except Exception as exc:  # noqa: BLE001 - storages raise many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"cannot read the study storage {run.storage_url!r}: "
-                             f"{first}") from None
-    if run.study_name not in names:
-        shown = ", ".join(repr(n) for n in names[:10]) or "none"
-        raise ModelFileError(f"study '{run.study_name}' not found in {run.storage_url} (studies "
-                             f"there: {shown}); is '{run.path}' the right run folder?")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return optuna.load_study(study_name=run.study_name, storage=storage)
 
 
 def _fmt(value: Any) -> str:
@@ -110,40 +89,6 @@ objective is the mean validation score over the folds. User attributes:
 Pruned trials were stopped early by the pruner, which compares trials of the same learner.
 A self-contained HTML report: `automl report {run.path}`.
 """
-
-
-def best_per_learner_figure(study: Any) -> Any:
-    """A bar chart of the best score of each learner (``None`` without a completed trial)."""
-    import plotly.graph_objects as go
-    from optuna.trial import TrialState
-
-    maximize = study.direction.name == "MAXIMIZE"
-    best: dict[str, tuple[float, int]] = {}
-    counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        learner = t.params.get("learner", t.user_attrs.get("learner"))
-        if not learner or t.state == TrialState.WAITING:
-            continue
-        counts[learner] = counts.get(learner, 0) + 1
-        if t.state != TrialState.COMPLETE or t.value is None:
-            continue
-        cur = best.get(learner)
-        if cur is None or (t.value > cur[0] if maximize else t.value < cur[0]):
-            best[learner] = (t.value, t.number)
-    if not best:
-        return None
-    order = sorted(best, key=lambda k: best[k][0], reverse=maximize)
-    metric = study.user_attrs.get("metric", "score")
-    fig = go.Figure(go.Bar(
-        x=order, y=[best[k][0] for k in order],
-        text=[f"{best[k][0]:.4g}" for k in order], textposition="auto",
-        customdata=[[best[k][1], counts.get(k, 0)] for k in order],
-        hovertemplate="%{x}<br>best " + metric + " %{y:.5g}<br>trial %{customdata[0]}"
-                      "<br>%{customdata[1]} trial(s)<extra></extra>"))
-    better = "higher" if maximize else "lower"
-    fig.update_layout(title=f"Best {metric} per learner ({better} is better)",
-                      xaxis_title="learner", yaxis_title=metric, template="plotly_white")
-    return fig
 
 
 def _sha(text: str) -> str:

@@ -17,7 +17,8 @@ import optuna
 import psutil
 import pytest
 
-from automl.dashboard import RunFolder, annotate_study, load_study, open_run
+from automl.dashboard import annotate_study
+from automl.rundir import RunFolder, load_study, open_run
 from automl.exceptions import ModelFileError
 from tests.browser import chromium, chromium_path, free_port
 from tests.conftest import AUTOML, EXAMPLE

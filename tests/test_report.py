@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from automl.dashboard import load_study, open_run
-from automl.report import build_report, learner_study, refit_on_first_split
+from automl.report import build_report
+from automl.report.learners import learner_study
+from automl.report.refit import refit_on_first_split
+from automl.rundir import load_study, open_run
 from tests.browser import chromium, distinct_colours
 from tests.conftest import AUTOML, EXAMPLE, shared_dataset
 

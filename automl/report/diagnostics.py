@@ -1,24 +1,24 @@
-"""The best trial's model on validation data, for the report.
+"""The best trial's model on validation data: the report's diagnostics section.
 
-The best configuration is refitted on the first split of the run's own data (rebuilt
-exactly as the fit built it) and scored on that split's validation part; the figures
-(confusion matrix, ROC and precision-recall curves, residuals, permutation importance)
-are drawn from that :class:`Validation`.
+Drawn from the :class:`~automl.report.refit.Validation` of the best configuration refitted
+on split 1: confusion matrix, ROC and precision-recall curves and the misclassified images
+or most confidently wrong texts (classification), residuals (regression), and permutation
+feature importance.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import re
-import time
 import warnings
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from automl.report.images import image_columns, misclassified_grid
+from automl.report.page import FigureWriter, Section, esc, first_line
+from automl.report.refit import Validation, refit_on_first_split
+from automl.report.text import mistakes_table
 from automl.rundir import RunFolder
 
 log = logging.getLogger("automl")
@@ -27,133 +27,71 @@ MAX_PERM_ROWS = 2000
 MAX_PERM_FEATURES = 30
 
 
-@contextmanager
-def _quiet_logs() -> Any:
-    """Silence automl's and Optuna's informational logs and warnings while rebuilding."""
-    import optuna
-
-    level = log.level
-    verbosity = optuna.logging.get_verbosity()
-    log.setLevel(logging.ERROR)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+def model_section(run: RunFolder, study: Any, fig: FigureWriter) -> Section:
+    """The best configuration refitted on split 1 and its figures; a note when it cannot be."""
+    sec = Section("model", "Best trial's model on validation data")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        log.setLevel(level)
-        optuna.logging.set_verbosity(verbosity)
+        v = refit_on_first_split(run, study)
+    except FileNotFoundError as exc:
+        sec.notes.append(f"The training data file '{exc}' is gone (moved or deleted), so the best "
+                         "model cannot be evaluated on validation data; the study plots above are "
+                         "complete.")
+        return sec
+    except Exception as exc:  # the rest of the report stands on its own
+        log.debug("report: refit failed", exc_info=True)
+        sec.notes.append("The best configuration could not be evaluated on validation data: "
+                         f"{first_line(exc)}.")
+        return sec
+    recorded = v.trial.user_attrs.get("fold_scores") or []
+    same = (f"; the search recorded {recorded[0]:.6g} on this split"
+            if recorded and isinstance(recorded[0], (int, float)) else "")
+    params = json.dumps(v.params, sort_keys=True, default=str)
+    sec.intro = (f"Trial {v.trial.number} ({v.learner}, {v.metric.name} {v.trial.value:.6g} "
+                 f"over the folds) refitted on the training part of split 1 ({v.n_train} rows, "
+                 f"{v.fit_seconds:.1f} s) and scored on its validation part "
+                 f"({len(v.y_valid)} rows): {v.metric.name} = {v.score:.6g}{same}.")
+    sec.blocks.append(f'<p class="params"><b>parameters</b> <code>{esc(params)}</code></p>')
+    if v.task.is_classification:
+        _classification_figures(sec, v, run, fig)
+    else:
+        sec.attempt("the residuals", lambda: sec.blocks.append(fig(residuals_figure(v), 440)))
+    if image_columns(v):
+        sec.notes.append("Permutation importance is left out for image data: each repeat would run "
+                         "the network over every validation image again.")
+    else:
+        sec.attempt("the permutation feature importance",
+                    lambda: sec.blocks.append(fig(permutation_figure(v))))
+    return sec
 
 
+def _classification_figures(sec: Section, v: Validation, run: RunFolder,
+                            fig: FigureWriter) -> None:
+    """Confusion matrix, ROC and precision-recall curves side by side, and the mistakes."""
+    sec.attempt("the confusion matrix", lambda: sec.blocks.append(fig(confusion_figure(v), 460)))
+    if len(v.classes or []) > MAX_CURVE_CLASSES:
+        sec.notes.append(f"ROC and precision-recall curves show the first {MAX_CURVE_CLASSES} "
+                         f"of {len(v.classes or [])} classes.")
+    curves: list[str] = []
+    sec.attempt("the ROC curve", lambda: curves.append(fig(roc_figure(v), 440)))
+    sec.attempt("the precision-recall curve", lambda: curves.append(fig(pr_figure(v), 440)))
+    pair = "".join(f"<div>{c}</div>" for c in curves)
+    sec.blocks.append(f'<div class="pair">{pair}</div>')
+    sec.attempt("the misclassified images", lambda: sec.blocks.append(misclassified_grid(v)))
+    texts = _text_columns(run)
+    if texts:  # text tasks: the most confidently wrong examples
 
-def _cv_from(validation: str | None) -> int | str:
-    """The ``--cv`` value that reproduces a run's splits, from its description."""
-    m = re.match(r"(\d+)-fold", str(validation or ""))
-    if m:
-        return int(m.group(1))
-    return "holdout" if str(validation or "").startswith("holdout") else "auto"
+        def mistakes() -> None:
+            table, caption = mistakes_table(v, texts)
+            sec.blocks.append(f"<h3>{esc(caption)}</h3>{table}")
 
-
-@dataclass
-class Validation:
-    """The best configuration refitted on the first split and scored on its validation part."""
-
-    trial: Any
-    learner: str
-    params: dict[str, Any]
-    task: Any
-    metric: Any
-    classes: list | None
-    X_valid: Any
-    y_valid: np.ndarray
-    pred: np.ndarray
-    score: float
-    estimator: Any
-    fit_seconds: float
-    n_train: int
-    seed: int
+        sec.attempt("the most confidently wrong examples", mistakes)
 
 
-def refit_on_first_split(run: RunFolder, study: Any) -> Validation:
-    """Rebuild the run's problem from its data and refit the best trial on split 1.
-
-    Raises:
-        FileNotFoundError: the training data file is gone.
-        ValueError: the data no longer matches the run, or the run recorded too little.
-    """
-    import pandas as pd  # noqa: F401 - the data layer needs it loaded
-
-    from automl.config import SearchConfig
-    from automl.contracts import FitData, NullReporter, Task
-    from automl.data import prepare_target
-    from automl.engine import prepare_problem
-    from automl.evaluation import predict_scores
-    from automl.images import read_input
-    from automl.metrics import get_metric
-    from automl.registry import get_trainer
+def _text_columns(run: RunFolder) -> list[str]:
     from automl.schema import FeatureSchema
-    from automl.objective import learner_params
-    from automl.study import best_trials
 
-    info = {**study.user_attrs, **run.info}
-    missing = [k for k in ("data", "target", "task", "metric", "seed") if info.get(k) is None]
-    if missing:
-        why = " (no summary.json: the run did not finish)" if run.summary is None else ""
-        raise ValueError(f"the run folder does not record its {', '.join(missing)}{why}")
-    path = Path(run.run.get("data") or info["data"])
-    if not path.exists():  # a table, or a folder of images
-        raise FileNotFoundError(str(path))
-    task = Task(info["task"])
-    metric = get_metric(info["metric"], task)
-    best = best_trials(study, metric, 1)
-    if not best:
-        raise ValueError("no trial completed")
-    trial = best[0]
-    learner, params = learner_params(trial)
-    seed = int(info.get("seed", 0) or 0)
-    config = SearchConfig(task=task.value, metric=metric.name, seed=seed, include=[learner],
-                          cv=_cv_from(info.get("validation")), n_trials=1).validate()
-    schema = None
-    if run.manifest and isinstance(run.manifest.get("schema"), dict):
-        schema = FeatureSchema.from_dict(run.manifest["schema"])
-    with _quiet_logs():
-        df, _ = read_input(path, schema.columns_of("image") if schema is not None else ())
-        X_raw, target = prepare_target(df, str(info["target"]), task.value)
-        if schema is not None:
-            absent = [c for c in schema.used if c not in X_raw.columns]
-            if absent:
-                raise ValueError(f"the data file lacks column(s) the run used: {absent[:5]}; "
-                                 "it changed since the fit")
-        problem = prepare_problem(X_raw, target, config, schema=schema)
-        if info.get("text_backbone"):  # the run's sentence embeddings of text columns
-            import dataclasses
-
-            problem.info = dataclasses.replace(problem.info, text_backbone=info["text_backbone"])
-    n_rows = info.get("n_rows")
-    if n_rows is not None and int(n_rows) != problem.info.n_rows:
-        raise ValueError(f"the data file has {problem.info.n_rows} usable rows but the run had "
-                         f"{n_rows}: it changed since the fit")
-    if info.get("validation") and problem.splits.describe() != info["validation"]:
-        raise ValueError(f"rebuilding the splits gave {problem.splits.describe()!r}, not the run's "
-                         f"{info['validation']!r}")
-    tr, va = problem.splits.folds[0]
-    X_valid, y_valid = problem.X.iloc[va], problem.y[va]
-    per_fold = float(trial.user_attrs.get("fold_fit_time", trial.user_attrs.get("fit_time", 10.0)))
-    data = FitData(X_train=problem.X.iloc[tr], y_train=problem.y[tr], X_valid=X_valid,
-                   y_valid=y_valid, info=problem.info, metric=metric, seed=seed,
-                   n_threads=config.threads_per_trial(len(problem.y)),
-                   deadline=time.monotonic() + max(60.0, 10 * per_fold))
-    t0 = time.perf_counter()
-    with _quiet_logs():
-        estimator = get_trainer(learner).fit(params, data, NullReporter())
-    fit_seconds = time.perf_counter() - t0
-    k = problem.info.n_classes
-    pred = predict_scores(estimator, X_valid, task, k)
-    score = metric(y_valid, pred, k)
-    return Validation(trial=trial, learner=learner, params=params, task=task, metric=metric,
-                      classes=problem.classes, X_valid=X_valid, y_valid=y_valid,
-                      pred=pred, score=score, estimator=estimator, fit_seconds=fit_seconds,
-                      n_train=len(tr), seed=seed)
+    schema = (run.manifest or {}).get("schema")
+    return FeatureSchema.from_dict(schema).columns_of("text") if isinstance(schema, dict) else []
 
 
 def _decimate(x: np.ndarray, y: np.ndarray, n: int = 1500) -> tuple[np.ndarray, np.ndarray]:

@@ -405,13 +405,8 @@ class RichProgress(BaseProgress):
                              justify="left" if c in ("learner", "state") else "right")
         members = {m["trial"] for m in result.model.description}
         for row in board[cols].head(10).to_dict(orient="records"):
-            cells = []
-            for c in cols:
-                v = row[c]
-                if isinstance(v, float):
-                    cells.append("" if math.isnan(v) else f"{v:.5g}")
-                else:
-                    cells.append(str(v))
+            cells = [("" if math.isnan(v) else f"{v:.5g}") if isinstance(v, float) else str(v)
+                     for v in row.values()]
             style = "bold green" if row.get("trial") in members else (
                 "dim" if row.get("state") != "complete" else None)
             table.add_row(*cells, style=style)

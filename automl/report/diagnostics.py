@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -132,41 +133,48 @@ def _one_vs_rest(v: Validation) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
-def roc_figure(v: Validation) -> Any:
+def _class_curves(v: Validation, title: str, x_title: str, y_title: str,
+                  curve: Callable[[np.ndarray, np.ndarray], tuple[Any, Any, str]],
+                  chance: list[float] | None) -> Any:
+    """A line per class (one vs the rest; the positive class when binary), from
+    ``curve(is_class, score) -> (x, y, what)``, and a dashed chance line at ``chance``."""
     import plotly.graph_objects as go
-    from sklearn.metrics import roc_auc_score, roc_curve
 
     f = go.Figure()
     for label, y, s in _one_vs_rest(v):
-        fpr, tpr, _ = roc_curve(y, s)
-        fpr, tpr = _decimate(fpr, tpr)
-        f.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines",
-                               name=f"{label} (AUC {roc_auc_score(y, s):.3f})"))
-    f.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
-                           line={"dash": "dash", "color": "grey"}))
+        xs, ys, what = curve(y, s)
+        xs, ys = _decimate(xs, ys)
+        f.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{label} ({what})"))
+    if chance is not None:
+        f.add_trace(go.Scatter(x=[0, 1], y=chance, mode="lines", name="chance",
+                               line={"dash": "dash", "color": "grey"}))
     kind = "" if len(v.classes or []) == 2 else " (one class vs the rest)"
-    f.update_layout(title=f"ROC curve{kind}", xaxis_title="false positive rate",
-                    yaxis_title="true positive rate", xaxis_range=[0, 1], yaxis_range=[0, 1.02])
+    f.update_layout(title=f"{title}{kind}", xaxis_title=x_title, yaxis_title=y_title,
+                    xaxis_range=[0, 1], yaxis_range=[0, 1.02])
     return f
+
+
+def roc_figure(v: Validation) -> Any:
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    def curve(y: np.ndarray, s: np.ndarray) -> tuple[Any, Any, str]:
+        fpr, tpr, _ = roc_curve(y, s)
+        return fpr, tpr, f"AUC {roc_auc_score(y, s):.3f}"
+
+    return _class_curves(v, "ROC curve", "false positive rate", "true positive rate", curve,
+                         [0, 1])
 
 
 def pr_figure(v: Validation) -> Any:
-    import plotly.graph_objects as go
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    f = go.Figure()
-    for label, y, s in _one_vs_rest(v):
+    def curve(y: np.ndarray, s: np.ndarray) -> tuple[Any, Any, str]:
         prec, rec, _ = precision_recall_curve(y, s)
-        rec, prec = _decimate(rec, prec)
-        f.add_trace(go.Scatter(x=rec, y=prec, mode="lines",
-                               name=f"{label} (AP {average_precision_score(y, s):.3f})"))
-        if len(v.classes or []) == 2:
-            f.add_trace(go.Scatter(x=[0, 1], y=[y.mean()] * 2, mode="lines", name="chance",
-                                   line={"dash": "dash", "color": "grey"}))
-    kind = "" if len(v.classes or []) == 2 else " (one class vs the rest)"
-    f.update_layout(title=f"Precision-recall curve{kind}", xaxis_title="recall",
-                    yaxis_title="precision", xaxis_range=[0, 1], yaxis_range=[0, 1.02])
-    return f
+        return rec, prec, f"AP {average_precision_score(y, s):.3f}"
+
+    binary = len(v.classes or []) == 2  # the share of positives; no single line for many classes
+    chance = [float(np.mean(v.y_valid == 1))] * 2 if binary else None
+    return _class_curves(v, "Precision-recall curve", "recall", "precision", curve, chance)
 
 
 def residuals_figure(v: Validation) -> Any:

@@ -1,58 +1,43 @@
 """``automl dashboard OUT``: serve a run's Optuna study in optuna-dashboard.
 
 The run folder written by ``automl fit`` names its study storage and study
-(:mod:`automl.rundir` reads and checks it). Before serving, :func:`annotate_study` adds what makes the
-trials readable in the dashboard (the objective's metric name, a study note that explains
-the run and the trial attributes, a best-score-per-learner chart); it never overwrites a
-note the user wrote.
+(:mod:`automl.rundir` reads and checks it, and loads the study). Before serving,
+:func:`annotate_study` adds what makes the trials readable in the dashboard (the objective's
+metric name, a study note that explains the run and the trial attributes, the report's
+best-score-per-learner chart); it never overwrites a note the user wrote.
 
-The server binds to 127.0.0.1 unless ``--host`` says otherwise: optuna-dashboard has no
-authentication and lets any visitor edit notes, tell trials and delete the study.
+The server runs optuna-dashboard's WSGI app (:func:`optuna_dashboard.wsgi`) on wsgiref with a
+thread per request, as optuna-dashboard's own command does; :func:`optuna_dashboard.run_server`
+does not fit: it serves one request at a time and gives no hook between binding the port and
+serving, so the URL could only be printed before the port listens. The server binds to
+127.0.0.1 unless ``--host`` says otherwise: optuna-dashboard has no authentication and lets
+any visitor edit notes, tell trials and delete the study.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
+import io
 import logging
 import math
 import signal
 import socket
-import sys
 import warnings
 from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIServer, make_server
 
-from automl.exceptions import ConfigError, ModelFileError
-from automl.rundir import RunFolder, open_run
+from automl.exceptions import ConfigError
+from automl.report.optimization import best_per_learner_figure
+from automl.rundir import RunFolder, load_study, open_run
 
 log = logging.getLogger("automl")
 NOTE_SHA_ATTR = "automl:note_sha256"  # study system attr: the hash of the note automl wrote
 PLOT_ID = "automl-best-per-learner"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def load_study(run: RunFolder) -> Any:
-    """Load the run's study from its storage; a one-line error when it is not there."""
-    import optuna
-
-    from automl.study import make_storage
-
-    storage = make_storage(run.storage_url)
-    try:
-        names = optuna.study.get_all_study_names(storage)
-    except Exception as exc:  # noqa: BLE001 - storages raise many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"cannot read the study storage {run.storage_url!r}: "
-                             f"{first}") from None
-    if run.study_name not in names:
-        shown = ", ".join(repr(n) for n in names[:10]) or "none"
-        raise ModelFileError(f"study '{run.study_name}' not found in {run.storage_url} (studies "
-                             f"there: {shown}); is '{run.path}' the right run folder?")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return optuna.load_study(study_name=run.study_name, storage=storage)
 
 
 def _fmt(value: Any) -> str:
@@ -112,40 +97,6 @@ A self-contained HTML report: `automl report {run.path}`.
 """
 
 
-def best_per_learner_figure(study: Any) -> Any:
-    """A bar chart of the best score of each learner (``None`` without a completed trial)."""
-    import plotly.graph_objects as go
-    from optuna.trial import TrialState
-
-    maximize = study.direction.name == "MAXIMIZE"
-    best: dict[str, tuple[float, int]] = {}
-    counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        learner = t.params.get("learner", t.user_attrs.get("learner"))
-        if not learner or t.state == TrialState.WAITING:
-            continue
-        counts[learner] = counts.get(learner, 0) + 1
-        if t.state != TrialState.COMPLETE or t.value is None:
-            continue
-        cur = best.get(learner)
-        if cur is None or (t.value > cur[0] if maximize else t.value < cur[0]):
-            best[learner] = (t.value, t.number)
-    if not best:
-        return None
-    order = sorted(best, key=lambda k: best[k][0], reverse=maximize)
-    metric = study.user_attrs.get("metric", "score")
-    fig = go.Figure(go.Bar(
-        x=order, y=[best[k][0] for k in order],
-        text=[f"{best[k][0]:.4g}" for k in order], textposition="auto",
-        customdata=[[best[k][1], counts.get(k, 0)] for k in order],
-        hovertemplate="%{x}<br>best " + metric + " %{y:.5g}<br>trial %{customdata[0]}"
-                      "<br>%{customdata[1]} trial(s)<extra></extra>"))
-    better = "higher" if maximize else "lower"
-    fig.update_layout(title=f"Best {metric} per learner ({better} is better)",
-                      xaxis_title="learner", yaxis_title=metric, template="plotly_white")
-    return fig
-
-
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -173,54 +124,68 @@ def annotate_study(study: Any, run: RunFolder) -> None:
             save_plotly_graph_object(study, fig, graph_object_id=PLOT_ID)
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
+class _ThreadedServer(ThreadingMixIn, WSGIServer):
+    """wsgiref's server with a thread per request, as optuna-dashboard's own command uses."""
+
     daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A browser closing a connection early is no reason for a traceback on the console.
-        log.debug("dashboard: error serving %s", client_address, exc_info=sys.exc_info())
 
 
-class _ThreadingServer6(_ThreadingServer):
+class _ThreadedServer6(_ThreadedServer):
     address_family = socket.AF_INET6
 
 
-class _Quiet:
-    def write(self, text: str) -> None:
-        if text.strip():
-            log.debug("dashboard: %s", text.rstrip())
+def listen(storage: Any, host: str, port: int) -> WSGIServer:
+    """optuna-dashboard's WSGI app (:func:`optuna_dashboard.wsgi`) on ``storage``, bound to
+    ``host:port`` (port 0: a free port the system picks) and ready to serve.
 
-    def flush(self) -> None:
-        return None
-
-
-class _Handler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
-        log.debug("dashboard: " + format, *args)
-
-    def get_stderr(self) -> Any:
-        return _Quiet()
-
-
-class _Stop(Exception):
-    """Raised by the SIGTERM handler to leave ``serve_forever``."""
-
-
-def make_dashboard_server(storage: Any, host: str, port: int) -> Any:
-    """A threaded WSGI server running optuna-dashboard's app on ``storage``."""
+    Raises:
+        ConfigError: the port is in use, or ``host`` cannot be listened on.
+    """
     from optuna_dashboard import wsgi
 
-    app = wsgi(storage)
-    server_cls = _ThreadingServer6 if ":" in host else _ThreadingServer
+    server_class = _ThreadedServer6 if ":" in host else _ThreadedServer
     try:
-        return make_server(host, port, app, server_class=server_cls, handler_class=_Handler)
+        return make_server(host, port, wsgi(storage), server_class=server_class)
     except OSError as exc:
-        if exc.errno in (98, 48, 10048):  # address in use (Linux, macOS, Windows)
-            raise ConfigError(f"port {port} on {host} is already in use; pass another --port "
-                              "(0 picks a free one).") from None
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); check --host "
-                          "and --port.") from None
+        raise _listen_error(exc, host, port) from None
+
+
+def _listen_error(exc: OSError, host: str, port: int) -> ConfigError:
+    if exc.errno in (errno.EADDRINUSE, 48, 10048):  # address in use (Linux, macOS, Windows)
+        return ConfigError(f"port {port} on {host} is already in use; pass another --port "
+                           "(0 picks a free one).")
+    return ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); check --host "
+                       "and --port.")
+
+
+class _DebugLog(io.TextIOBase):
+    """A text stream whose lines go to automl's debug log."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("dashboard: %s", text.rstrip())
+        return len(text)
+
+
+def serve(server: WSGIServer) -> None:
+    """Serve until Ctrl-C or SIGTERM, then close the server.
+
+    What the server prints (a line per request, a browser's dropped connection) goes to the
+    debug log (``--debug``), not the console.
+    """
+    # Ctrl-C stops the server even where SIGINT was ignored (a job started in the background);
+    # SIGTERM stops it the same way
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with contextlib.redirect_stderr(_DebugLog()):
+            server.serve_forever(poll_interval=0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        server.server_close()
 
 
 def _url(host: str, port: int) -> str:
@@ -239,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
                           "free one).")
     run = open_run(args.run)
     study = load_study(run)
-    server = make_dashboard_server(study._storage, host, int(port))
+    server = listen(study._storage, host, int(port))
     if not getattr(args, "no_annotate", False):
         try:
             annotate_study(study, run)
@@ -260,20 +225,6 @@ def main(args: argparse.Namespace) -> int:
     print(f"optuna-dashboard: study '{run.study_name}' ({len(trials)} trials: {state_text}) "
           f"at {url}", flush=True)
     log.info("serving %s on %s:%d; press Ctrl-C to stop", run.storage_url, host, bound_port)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise _Stop()
-
-    # Ctrl-C stops the server even where SIGINT was ignored (a job started in the background)
-    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    old_term = signal.signal(signal.SIGTERM, on_term)
-    try:
-        server.serve_forever(poll_interval=0.25)
-    except (KeyboardInterrupt, _Stop):
-        pass
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-        server.server_close()
+    serve(server)
     log.info("dashboard stopped")
     return 0

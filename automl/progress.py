@@ -4,8 +4,8 @@ Four displays share one Optuna callback interface (``progress(study, trial)`` af
 trial, ``progress.final(board, result, out)`` once the model is saved, ``progress.close()``
 if the run stops early):
 
-- :class:`RichProgress`: a live status line on a terminal (stderr) with a line per finished
-  trial above it, and the leaderboard as a table;
+- :class:`RichProgress`: a live status on a terminal (stderr; rich's ``Progress``) with a
+  line per finished trial above it, and the leaderboard as a table;
 - :class:`PlainProgress`: one plain line per trial on stderr (pipes, log files, CI);
 - :class:`JsonProgress`: one JSON object per trial on stdout, then a summary object;
 - :class:`QuietProgress`: nothing (``--quiet``).
@@ -34,6 +34,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from rich.progress import BarColumn, Progress, SpinnerColumn, Task, TextColumn
 
 log = logging.getLogger("automl")
 MODES = ("auto", "rich", "plain", "json", "none")
@@ -286,58 +287,61 @@ class JsonProgress(BaseProgress):
 
 
 class RichProgress(BaseProgress):
-    """A live status line (spinner, budget bar, trials, best, time left) on a terminal,
-    a line per finished trial above it, and the final leaderboard as a table."""
+    """A live status (spinner, budget bar, time left; trials and best below) on a terminal,
+    a line per finished trial above it, and the final leaderboard as a table.
+
+    The live part is rich's :class:`~rich.progress.Progress` (:class:`_SearchBar`). While it
+    runs, the logging handlers that write to stderr (automl's, and the root logger's for
+    other libraries) write through the console, so their lines print above it too.
+    """
 
     def __init__(self, config: Any, quiet: bool = False, console: Any = None,
                  start: float | None = None, refresh_per_second: float = 4) -> None:
         from rich.console import Console
-        from rich.spinner import Spinner
 
         super().__init__(config, quiet=quiet, start=start)
         self.console = console or Console(stderr=True)
-        self.spinner = Spinner("dots", style="cyan")
-        self.live: Any = None
-        self.refresh_per_second = refresh_per_second
+        self.bar = _SearchBar(self, refresh_per_second)
+        self.live: _SearchBar | None = None
         self._handlers: list[tuple[logging.StreamHandler, Any]] = []
         self._start_live()
 
     def _start_live(self) -> None:
-        from rich.live import Live
+        from rich.file_proxy import FileProxy
 
-        self.live = Live(get_renderable=self.render, console=self.console, transient=True,
-                         refresh_per_second=self.refresh_per_second, redirect_stdout=False,
-                         redirect_stderr=False)
+        self.live = self.bar
         self.live.start()
-        # route automl's log lines through the console so they print above the live display
-        for h in [*log.handlers, *logging.getLogger().handlers]:
-            if isinstance(h, logging.StreamHandler) and h.stream in (sys.stderr, sys.__stderr__) \
-                    and self.console.file in (sys.stderr, sys.__stderr__):
-                self._handlers.append((h, h.stream))
-                h.setStream(_ConsoleStream(self.console))
+        stderr = (sys.stderr, sys.__stderr__)
+        if self.console.file in stderr:
+            for h in [*log.handlers, *logging.getLogger().handlers]:
+                if isinstance(h, logging.StreamHandler) and h.stream in stderr:
+                    self._handlers.append((h, h.setStream(FileProxy(self.console, h.stream))))
         atexit.register(self.close)
 
     def render(self) -> Any:
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
-        from rich.text import Text
+        """What the live display shows now."""
+        return self.bar.get_renderable()
 
+    def status(self) -> dict[str, Any]:
+        """The live task's fields: phase, bar (time or trials of the budget), clock."""
         budget = getattr(self.config, "time_budget", None)
         n_trials = getattr(self.config, "n_trials", None)
         elapsed = self.elapsed()
-        if budget:
-            bar: Any = ProgressBar(total=budget, completed=min(elapsed, budget), width=30)
-        elif n_trials:
-            bar = ProgressBar(total=n_trials, completed=min(self.done, n_trials), width=30)
-        else:
-            bar = Text("")
+        total, completed = ((budget, min(elapsed, budget)) if budget else
+                            (n_trials, min(self.done, n_trials)) if n_trials else (None, 0))
         left = None if self.search_done else self.time_left()
-        clock = Text(f"{_clock(left)} left" if left is not None else f"{_clock(elapsed)} elapsed",
-                     style="yellow" if left is not None and left < 10 else "")
-        phase = "fitting the final model" if self.search_done else "searching"
-        stats = Text()
-        of = f"/{n_trials}" if n_trials else ""
-        stats.append(f"{self.done}{of} trials", style="bold")
+        clock = f"{_clock(left)} left" if left is not None else f"{_clock(elapsed)} elapsed"
+        return {"description": "fitting the final model" if self.search_done else "searching",
+                "total": total, "completed": completed,
+                "clock": f"[yellow]{clock}[/]" if left is not None and left < 10 else clock}
+
+    def counts_line(self) -> Any:
+        """The line under the bar: trials done (pruned, failed, running) and the best so far."""
+        from rich.text import Text
+
+        n_trials = getattr(self.config, "n_trials", None)
+        stats = Text("  ")
+        stats.append(f"{self.done}{f'/{n_trials}' if n_trials else ''} trials", style="bold")
         extra = [f"{n} {s}" for s, n in (("pruned", self.counts["pruned"]),
                                          ("failed", self.counts["fail"]),
                                          ("running", self.running)) if n]
@@ -350,12 +354,7 @@ class RichProgress(BaseProgress):
                          style="dim")
         else:
             stats.append("-")
-        grid = Table.grid(padding=(0, 1))
-        grid.add_row(self.spinner, Text(phase, style="cyan"), bar, clock)
-        top = Table.grid()
-        top.add_row(grid)
-        top.add_row(Text("  ").append_text(stats))
-        return top
+        return stats
 
     def on_trial(self, trial: FrozenTrial, is_best: bool) -> None:
         from rich.text import Text
@@ -406,13 +405,8 @@ class RichProgress(BaseProgress):
                              justify="left" if c in ("learner", "state") else "right")
         members = {m["trial"] for m in result.model.description}
         for row in board[cols].head(10).to_dict(orient="records"):
-            cells = []
-            for c in cols:
-                v = row[c]
-                if isinstance(v, float):
-                    cells.append("" if math.isnan(v) else f"{v:.5g}")
-                else:
-                    cells.append(str(v))
+            cells = [("" if math.isnan(v) else f"{v:.5g}") if isinstance(v, float) else str(v)
+                     for v in row.values()]
             style = "bold green" if row.get("trial") in members else (
                 "dim" if row.get("state") != "complete" else None)
             table.add_row(*cells, style=style)
@@ -422,19 +416,32 @@ class RichProgress(BaseProgress):
         self.console.print(self.describe_best(result, out), style="bold", highlight=False)
 
 
-class _ConsoleStream:
-    """A text stream that prints through a rich console (above its live display)."""
+class _Spinner(SpinnerColumn):
+    """A spinner that keeps turning when the bar is full (the final model is still fitting)."""
 
-    def __init__(self, console: Any) -> None:
-        self.console = console
+    def render(self, task: Task) -> Any:
+        return self.spinner.render(task.get_time())
 
-    def write(self, text: str) -> int:
-        if text.strip():
-            self.console.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
-        return len(text)
 
-    def flush(self) -> None:
-        return None
+class _SearchBar(Progress):
+    """rich's Progress with one task, the search: spinner, phase, budget bar, clock; and the
+    trial counts on a line below (the fields are read from the display at each refresh)."""
+
+    def __init__(self, display: RichProgress, refresh_per_second: float) -> None:
+        self.display = display  # before Progress.__init__, which renders once
+        super().__init__(_Spinner("dots", style="cyan"),
+                         TextColumn("{task.description}", style="cyan"), BarColumn(bar_width=30),
+                         TextColumn("{task.fields[clock]}"),
+                         console=display.console, transient=True,
+                         refresh_per_second=refresh_per_second, redirect_stdout=False,
+                         redirect_stderr=False)
+        self.add_task("searching", clock="")
+
+    def get_renderables(self) -> Iterator[Any]:
+        for task in self.tasks:
+            self.update(task.id, **self.display.status())
+        yield self.make_tasks_table(self.tasks)
+        yield self.display.counts_line()
 
 
 def make_progress(mode: str, config: Any, quiet: bool = False, start: float | None = None,

@@ -1,7 +1,7 @@
 """The run folder that ``automl fit --output OUT`` writes: its layout, marker, lock and storage.
 
 One module owns what lives in the folder, so the command line, the dashboard and the
-report agree on it:
+report agree on it (they open a run with :func:`open_run` and its study with :func:`load_study`):
 
 - ``run.json`` (written first, at the start of a fit) is automl's **run marker**: it names
   the study storage and study, the target, the data file and a fingerprint of the data.
@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,25 @@ def open_run(folder: str | Path) -> RunFolder:
     name = info.get("study_name") or "automl"
     return RunFolder(path=path, storage_url=resolve_storage(url, path), study_name=str(name),
                      run=run or {}, summary=summary, manifest=manifest)
+
+
+def load_study(run: RunFolder) -> Any:
+    """Load the run's study from its storage; a one-line error when it is not there."""
+    import optuna
+
+    from automl.study import make_storage
+
+    storage = make_storage(run.storage_url)
+    try:
+        names = optuna.study.get_all_study_names(storage)
+    except Exception as exc:  # noqa: BLE001 - storages raise many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"cannot read the study storage {run.storage_url!r}: "
+                             f"{first}") from None
+    if run.study_name not in names:
+        shown = ", ".join(repr(n) for n in names[:10]) or "none"
+        raise ModelFileError(f"study '{run.study_name}' not found in {run.storage_url} (studies "
+                             f"there: {shown}); is '{run.path}' the right run folder?")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return optuna.load_study(study_name=run.study_name, storage=storage)

@@ -17,7 +17,8 @@ import optuna
 import psutil
 import pytest
 
-from automl.dashboard import RunFolder, annotate_study, load_study, open_run
+from automl.dashboard import annotate_study
+from automl.rundir import RunFolder, load_study, open_run
 from automl.exceptions import ModelFileError
 from tests.browser import chromium, chromium_path, free_port
 from tests.conftest import AUTOML, EXAMPLE
@@ -188,3 +189,24 @@ def test_annotations_are_idempotent_and_keep_a_users_note(run_dir: Path, tmp_pat
     annotate_study(study, run)
     assert get_note(load_study(run)) == "my own notes"
     assert isinstance(optuna.load_study(study_name=STUDY, storage=run.storage_url), optuna.Study)
+
+
+def test_port_zero_picks_a_free_port_and_sigterm_stops_the_server(run_dir: Path) -> None:
+    import urllib.request
+
+    proc = subprocess.Popen([AUTOML, "dashboard", str(run_dir), "--port", "0", "--no-annotate"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        url = _wait_for_url(proc)
+        port = int(re.match(r"http://127\.0\.0\.1:(\d+)/", url).group(1))  # type: ignore[union-attr]
+        assert port > 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=30) as resp:
+            assert resp.status == 200 and STUDY in resp.read().decode()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        err = proc.stderr.read()
+        assert "Traceback" not in err and "GET /api/studies" not in err  # request lines: --debug
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

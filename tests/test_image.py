@@ -279,8 +279,8 @@ def test_cli_fit_folder_then_predict_folder_and_csv(image_dir, tmp_path, feature
 
 
 def test_report_shows_misclassified_images_with_true_and_predicted_labels(image_dir):
-    from automl.report_images import misclassified_grid
-    from automl.report_validation import Validation
+    from automl.report.images import misclassified_grid
+    from automl.report.refit import Validation
     from trainers.image_trainers import ImageProbeTrainer
 
     data = _problem(image_dir)

@@ -227,3 +227,25 @@ def test_make_progress_picks_the_display() -> None:
     tty.close()
     with pytest.raises(ValueError, match="--progress got 'fancy'"):
         make_progress("fancy", config)
+
+
+def test_log_lines_print_through_the_live_display_and_the_handler_is_restored(capsys) -> None:
+    import logging
+    import sys
+
+    from rich.console import Console
+
+    handler = logging.StreamHandler(sys.stderr)  # as the CLI sets up: a handler on stderr
+    logger = logging.getLogger("automl")
+    logger.addHandler(handler)
+    try:
+        console = Console(file=sys.stderr, force_terminal=True, width=100)
+        progress = RichProgress(SearchConfig(n_trials=2).validate(), console=console)
+        assert handler.stream is not sys.stderr  # routed through the console while live
+        logger.warning("a warning while searching")
+        progress.close()
+        assert handler.stream is sys.stderr
+    finally:
+        logger.removeHandler(handler)
+    err = ANSI.sub("", capsys.readouterr().err)
+    assert "a warning while searching" in err and "searching" in err

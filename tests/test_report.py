@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from automl.dashboard import load_study, open_run
-from automl.report import build_report, learner_study, refit_on_first_split
+from automl.report import build_report
+from automl.report.learners import learner_study
+from automl.report.refit import refit_on_first_split
+from automl.rundir import load_study, open_run
 from tests.browser import chromium, distinct_colours
 from tests.conftest import AUTOML, EXAMPLE, shared_dataset
 
@@ -182,3 +184,15 @@ def test_a_bad_folder_is_a_one_line_error(tmp_path: Path, make: str) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("automl: error: ")
+
+
+def test_the_page_inlines_the_style_sheet_shipped_with_the_package() -> None:
+    from importlib.resources import files
+
+    from automl.report.page import Section, render_html
+
+    css = files("automl.report").joinpath("style.css").read_text(encoding="utf-8")
+    assert "table.board" in css and ".imggrid" in css
+    page = render_html("a title", "a subtitle", [Section("s", "A section", notes=["a note"])], "")
+    assert f"<style>{css}</style>" in page and '<p class="note">a note</p>' in page
+    assert "url(" not in css and "@import" not in css  # nothing fetched from the style sheet

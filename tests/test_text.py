@@ -210,7 +210,7 @@ def test_cli_fit_predict_round_trip_offline(tmp_path: Path) -> None:
 
 
 def test_confident_mistakes_orders_wrong_rows_by_confidence() -> None:
-    from automl.report_text import confident_mistakes
+    from automl.report.text import confident_mistakes
 
     texts = pd.DataFrame({"message": ["right", "wrong, unsure", "wrong, sure", "right too"]})
     proba = np.array([[0.9, 0.1], [0.45, 0.55], [0.05, 0.95], [0.2, 0.8]])

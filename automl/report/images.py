@@ -43,7 +43,8 @@ def _thumbnail(path: str) -> str:
 def misclassified_grid(v: Any, max_images: int = MAX_IMAGES) -> str:
     """An HTML grid of the validation images whose predicted class is wrong.
 
-    ``v`` is the report's :class:`automl.report_validation.Validation` (classification).
+    ``v`` is the report's :class:`automl.report.refit.Validation` (classification); the
+    grid's style (``.imggrid``) is in the report's ``style.css``.
     """
     cols = image_columns(v)
     if not cols:
@@ -66,10 +67,7 @@ def misclassified_grid(v: Any, max_images: int = MAX_IMAGES) -> str:
         true, said = classes[int(v.y_valid[i])], classes[int(predicted[i])]
         cells.append(f'<figure>{img}<figcaption>true <b>{html.escape(str(true))}</b><br>predicted '
                      f'<b>{html.escape(str(said))}</b> ({pred[i, predicted[i]]:.2f})</figcaption></figure>')
-    style = ("<style>.imggrid{display:flex;flex-wrap:wrap;gap:10px}.imggrid figure{margin:0;"
-             "width:140px;font-size:12px;text-align:center}.imggrid img{max-width:128px;"
-             "max-height:128px}.noimg{height:96px;background:#eee}</style>")
     shown = f"{len(wrong)} of {int((predicted != np.asarray(v.y_valid)).sum())}"
-    return (f"{style}<h3>Misclassified validation images <span class=\"dim\">({shown}, most "
+    return (f"<h3>Misclassified validation images <span class=\"dim\">({shown}, most "
             f"confident first; column '{html.escape(cols[0])}')</span></h3>"
             f'<div class="imggrid">{"".join(cells)}</div>')

@@ -30,9 +30,11 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIServer, make_server
 
+from automl import optuna_internals
 from automl.exceptions import ConfigError
 from automl.report.optimization import best_per_learner_figure
 from automl.rundir import RunFolder, load_study, open_run
+from automl.study import best_trials
 
 log = logging.getLogger("automl")
 NOTE_SHA_ATTR = "automl:note_sha256"  # study system attr: the hash of the note automl wrote
@@ -54,7 +56,7 @@ def run_note(study: Any, run: RunFolder) -> str:
     direction = study.direction.name.lower()
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None and math.isfinite(t.value)]
-    best = (max if direction == "maximize" else min)(done, key=lambda t: t.value) if done else None
+    best = next(iter(best_trials(done, direction, 1)), None)
     members = (run.manifest or {}).get("members") or []
     model = None
     if len(members) > 1:
@@ -112,7 +114,7 @@ def annotate_study(study: Any, run: RunFolder) -> None:
             study.set_metric_names([str(metric)])
         # write the note when there is none, or refresh ours; a note a user edited is kept
         note = get_note(study)
-        storage, sid = study._storage, study._study_id
+        storage, sid = optuna_internals.storage_of(study), optuna_internals.study_id(study)
         ours = storage.get_study_system_attrs(sid).get(NOTE_SHA_ATTR)
         if not note.strip() or ours == _sha(note):
             text = run_note(study, run)
@@ -204,7 +206,7 @@ def main(args: argparse.Namespace) -> int:
                           "free one).")
     run = open_run(args.run)
     study = load_study(run)
-    server = listen(study._storage, host, int(port))
+    server = listen(optuna_internals.storage_of(study), host, int(port))
     if not getattr(args, "no_annotate", False):
         try:
             annotate_study(study, run)
@@ -212,7 +214,7 @@ def main(args: argparse.Namespace) -> int:
             log.warning("could not add the run note to the study (%s); serving it as it is",
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     bound_port = server.server_address[1]
-    study_id = study._storage.get_study_id_from_name(run.study_name)
+    study_id = optuna_internals.storage_of(study).get_study_id_from_name(run.study_name)
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in trials:

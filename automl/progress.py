@@ -36,6 +36,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.progress import BarColumn, Progress, SpinnerColumn, Task, TextColumn
 
+from automl import optuna_internals
+from automl.study import own_params
+
 log = logging.getLogger("automl")
 MODES = ("auto", "rich", "plain", "json", "none")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -132,7 +135,7 @@ class BaseProgress:
         for t, better in self.poll(study):
             self.on_trial(t, better)
         # the search's own callback runs first and stops the study when the budget is spent
-        if trial is not None and getattr(study, "_stop_flag", False) and not self.search_done:
+        if trial is not None and optuna_internals.stop_requested(study) and not self.search_done:
             self.search_done = True
             self.on_search_done()
 
@@ -247,7 +250,6 @@ class JsonProgress(BaseProgress):
 
     def on_trial(self, trial: FrozenTrial, is_best: bool) -> None:
         learner = self.learner(trial)
-        prefix = f"{learner}__"
         record: dict[str, Any] = {
             "event": "trial", "trial": trial.number, "learner": learner,
             "state": trial.state.name.lower(),
@@ -256,7 +258,7 @@ class JsonProgress(BaseProgress):
             "is_best": is_best, "done": self.done, "elapsed": round(self.elapsed(), 3),
             "time_left": None if self.time_left() is None else round(self.time_left() or 0.0, 3),
             "fit_time": _num(trial.user_attrs.get("fit_time")),
-            "params": {k[len(prefix):]: v for k, v in trial.params.items() if k.startswith(prefix)},
+            "params": own_params(trial.params, learner),
         }
         if trial.state == TrialState.FAIL:
             record["fail_reason"] = str(trial.user_attrs.get("fail_reason", ""))

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from automl.report.page import FigureWriter, Section, esc, note
+from automl.study import own_params
 
 MIN_TRIALS_IMPORTANCE = 4  # completed trials of one learner needed for hyperparameter importances
 
@@ -26,14 +27,12 @@ def learner_study(study: Any, learner: str) -> Any:
     import optuna
     from optuna.trial import TrialState
 
-    prefix = f"{learner}__"
     sub = optuna.create_study(direction=study.direction, study_name=f"{study.study_name}:{learner}")
     trials = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if learner_of(t) != learner or t.value is None or not math.isfinite(t.value):
             continue
-        params = {k[len(prefix):]: v for k, v in t.params.items() if k.startswith(prefix)}
-        dists = {k[len(prefix):]: d for k, d in t.distributions.items() if k.startswith(prefix)}
+        params, dists = own_params(t.params, learner), own_params(t.distributions, learner)
         trials.append(optuna.trial.create_trial(
             state=TrialState.COMPLETE, value=t.value, params=params, distributions=dists,
             user_attrs={"number": t.number}, intermediate_values=dict(t.intermediate_values)))

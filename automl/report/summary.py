@@ -9,6 +9,7 @@ from typing import Any
 from automl.report.learners import learner_of
 from automl.report.page import Section, esc, fmt
 from automl.rundir import RunFolder
+from automl.study import best_trials
 
 LEADERBOARD_ROWS = 50
 BOARD_COLUMNS = ("rank", "trial", "learner", "state", "score", "fit_time_s", "balanced_accuracy",
@@ -46,7 +47,7 @@ def summary_section(run: RunFolder, study: Any) -> Section:
     direction = study.direction.name.lower()
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.value is not None and math.isfinite(t.value)]
-    best = (max if direction == "maximize" else min)(done, key=lambda t: t.value) if done else None
+    best = next(iter(best_trials(done, direction, 1)), None)
     manifest = run.manifest or {}
     vscore = manifest.get("validation_score", info.get("validation_score"))
     rows = [

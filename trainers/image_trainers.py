@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -34,20 +33,16 @@ from automl.exceptions import TrialFailed, require
 from search_spaces import image as image_space
 from trainers.image_backbone import (
     ImageEstimator,
-    body_modules,
     build_network,
     check_dependencies,
     forward,
     torch,
 )
 from trainers.lightning_common import (
-    LossWatch,
     import_lightning,
     lightning_trainer,
     row_weights,
     training_root,
-    warmup_cosine_scheduler,
-    weighted_loss,
     whole_batch,
 )
 from trainers.torch_estimator import logits_to_scores, torch_threads
@@ -57,7 +52,6 @@ WARMUP_FRACTION = 0.1
 MAX_MICRO_BATCH = {"cpu": 16, "gpu": 128}  # images per forward pass; more are accumulated
 EVAL_BATCH = 64
 ABSENT_LOGIT = -30.0  # a class missing from a fold's training part
-SPEED_CHECK_BATCHES = 3  # micro-batches timed before the first estimate of a fit's duration
 
 
 def _image_columns(data: FitData) -> list[str]:
@@ -167,6 +161,7 @@ class ImageTrainer(_ImageLearner):
 
     def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> ImageEstimator:
         from trainers.image_augment import ImageRows, decode_rows
+        from trainers.image_module import ImageModule
         from trainers.lightning_callbacks import keep_best, validation_callbacks
 
         t, L = torch(), require("lightning", "image")
@@ -210,9 +205,9 @@ class ImageTrainer(_ImageLearner):
             if gpu:
                 t.set_float32_matmul_precision("high")
             net = build_network(arch, pretrained=True)
-            module = _image_module()(net, int(params["unfreeze"]), clf, float(params["lr_head"]),
-                                     float(params["lr_body"]), float(params.get("weight_decay", 0.0)),
-                                     max(1, int(WARMUP_FRACTION * total)), total, data.deadline, checkpointing)
+            module = ImageModule(net, int(params["unfreeze"]), clf, float(params["lr_head"]),
+                                 float(params["lr_body"]), float(params.get("weight_decay", 0.0)),
+                                 max(1, int(WARMUP_FRACTION * total)), total, data.deadline, checkpointing)
             module.fail_if_slow = not refit
             trainer = lightning_trainer(
                 root, data.accelerator, max_epochs=train_epochs, callbacks=callbacks,
@@ -228,95 +223,3 @@ class ImageTrainer(_ImageLearner):
                 logits = [forward(est.network(), b[0]).float().numpy() for b in val_loader]
             est.remember(data.X_valid, np.concatenate(logits))
         return est
-
-
-@functools.cache
-def _image_module() -> type:
-    """The LightningModule (built on first use: lightning is slow to import)."""
-    t = torch()
-    L = require("lightning", "image")
-
-    class ImageModule(LossWatch, L.LightningModule):
-        diverged_hint = "lower the learning rates"
-
-        def __init__(self, net: Any, unfreeze: int, classification: bool, lr_head: float, lr_body: float,
-                     weight_decay: float, warmup: int, total: int, deadline: float,
-                     checkpointing: bool) -> None:
-            super().__init__()
-            self.net, self.classification = net, classification
-            stages = body_modules(net["backbone"])
-            k = max(0, min(int(unfreeze), len(stages)))
-            self.frozen, self.trained = stages[:len(stages) - k], stages[len(stages) - k:]
-            for p in net["backbone"].parameters():
-                p.requires_grad_(False)
-            for stage in self.trained:
-                for p in stage.parameters():
-                    p.requires_grad_(True)
-            self.lr_head, self.lr_body, self.weight_decay = lr_head, lr_body, weight_decay
-            self.warmup, self.total, self.deadline = warmup, total, deadline
-            self.checkpointing = checkpointing
-            self.fail_if_slow = False  # set for a trial's fit (not a refit): see on_train_epoch_end
-            self._epoch_start = time.monotonic()
-            self._valid: list[Any] = []
-
-        def train(self, mode: bool = True) -> Any:
-            super().train(mode)
-            for stage in self.frozen:  # frozen stages keep their pretrained batch-norm statistics
-                stage.eval()
-            return self
-
-        def on_train_epoch_start(self) -> None:
-            super().on_train_epoch_start()
-            self._epoch_start = time.monotonic()
-
-        def training_step(self, batch: Any, batch_idx: int) -> Any:
-            x, y, w = batch
-            loss = weighted_loss(forward(self.net, x, self.checkpointing), y, w, self.classification)
-            self.track_loss(loss)
-            return loss
-
-        def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-            super().on_train_batch_end(outputs, batch, batch_idx)
-            n_batches = int(self.trainer.num_training_batches)
-            if self.current_epoch == 0 and batch_idx + 1 == min(SPEED_CHECK_BATCHES, n_batches):
-                per_batch = (time.monotonic() - self._epoch_start) / (batch_idx + 1)
-                self.check_time(per_batch * (n_batches * self.trainer.max_epochs - batch_idx - 1))
-
-        def on_train_epoch_end(self) -> None:
-            super().on_train_epoch_end()  # the loss check
-            if self.current_epoch == 0:  # now with the validation pass measured too
-                self.check_time((time.monotonic() - self._epoch_start) * (self.trainer.max_epochs - 1))
-
-        def check_time(self, need: float) -> None:
-            """Fail a trial's fit early when the rest of its epochs cannot end before the
-            deadline, giving the time back to cheaper trials instead of timing out."""
-            left = self.deadline - time.monotonic()
-            if self.fail_if_slow and need > left:
-                raise TrialFailed(f"fine-tuning needs about {need:.0f} s more for this split but "
-                                  f"{max(0.0, left):.0f} s are left (a larger --time-budget, "
-                                  "fewer epochs or a GPU)")
-
-        def validation_step(self, batch: Any, batch_idx: int) -> None:
-            self._valid.append(forward(self.net, batch[0]).float())
-
-        def validation_logits(self) -> np.ndarray:
-            out = t.cat(self._valid)
-            self._valid.clear()
-            world = self.trainer.world_size
-            if world > 1:  # rank r held rows r, r + world, ... (padded): interleave, then trim
-                n = len(self.trainer.val_dataloaders.dataset)
-                out = self.all_gather(out).transpose(0, 1).reshape(-1, out.shape[-1])[:n]
-            return out.cpu().numpy()
-
-        def configure_optimizers(self) -> Any:
-            body = [p for stage in self.trained for p in stage.parameters()]
-            head = list(self.net["head"].parameters())
-            groups = [{"params": [p for p in ps if p.ndim >= wd_dim], "lr": lr, "weight_decay": wd}
-                      for ps, lr in ((head, self.lr_head), (body, self.lr_body))
-                      for wd_dim, wd in ((2, self.weight_decay), (0, 0.0))]
-            for g in groups[1::2]:  # biases and norms: no decay
-                g["params"] = [p for p in g["params"] if p.ndim < 2]
-            opt = t.optim.AdamW([g for g in groups if g["params"]])
-            return {"optimizer": opt, "lr_scheduler": warmup_cosine_scheduler(opt, self.warmup, self.total)}
-
-    return ImageModule

@@ -24,7 +24,7 @@ _BUILTIN: dict[str, str] = {
     "ridge": "trainers.sklearn_trainers:RidgeTrainer",
     "elasticnet": "trainers.sklearn_trainers:ElasticNetTrainer",
     "knn": "trainers.sklearn_trainers:KNNTrainer",
-    "mlp": "trainers.lightning_mlp:MLPTrainer",
+    "mlp": "trainers.mlp.trainer:MLPTrainer",
     "image_probe": "trainers.image_trainers:ImageProbeTrainer",
     "image": "trainers.image_trainers:ImageTrainer",
     "text_finetune": "trainers.text_finetune:TextFinetuneTrainer",

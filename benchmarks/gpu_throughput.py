@@ -1,6 +1,6 @@
 """Training throughput of the `mlp` learner: rows per second and epoch time, CPU vs GPU.
 
-Runs the real trainer (`trainers.lightning_mlp.MLPTrainer`, the path a trial or a refit
+Runs the real trainer (`trainers.mlp.trainer.MLPTrainer`, the path a trial or a refit
 takes: preprocessing, Lightning, AdamW with warmup + cosine, gradient clipping) on a
 synthetic table with numeric and categorical columns. The epoch time is the slope
 between a 1-epoch and an N-epoch fit, so start-up (preprocessing, building the

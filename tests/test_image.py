@@ -59,7 +59,7 @@ def image_dir(tmp_path_factory):
 @pytest.fixture(autouse=True, scope="module")
 def single_threaded_torch():
     """The test process forks trial children later (other test files): like the search
-    process, it must only run torch with one thread (see trainers.lightning_mlp.torch_threads)."""
+    process, it must only run torch with one thread (see trainers.torch_estimator.torch_threads)."""
     import torch
 
     previous = torch.get_num_threads()

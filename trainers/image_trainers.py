@@ -19,12 +19,8 @@ Class imbalance: class-weighted loss (probe: ``class_weight`` of scikit-learn).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import os
-import tempfile
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -37,36 +33,28 @@ from automl.exceptions import TrialFailed, require
 from search_spaces import image as image_space
 from trainers.image_backbone import (
     ImageEstimator,
-    body_modules,
     build_network,
     check_dependencies,
     forward,
     torch,
 )
-from trainers.distributed import any_rank, rank_hooks, trial_devices
 from trainers.distributed import fit as dist_fit
-from trainers.distributed import outcome as dist_outcome
+from trainers.distributed import rank_hooks, trial_devices
 from trainers.distributed import strategy as dist_strategy
-from trainers.lightning_mlp import (
-    _lightning_parts,
-    _precision,
-    _quiet_lightning,
-    logits_to_scores,
+from trainers.lightning_common import (
+    import_lightning,
+    lightning_trainer,
     row_weights,
-    torch_threads,
-    warmup_cosine,
-    weighted_loss,
+    training_root,
+    whole_batch,
 )
-
-os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # see trainers.lightning_mlp
+from trainers.torch_estimator import logits_to_scores, torch_threads
 
 ESTIMATOR = "trainers.image_backbone.ImageEstimator"
 WARMUP_FRACTION = 0.1
-GRAD_CLIP_NORM = 1.0
 MAX_MICRO_BATCH = {"cpu": 16, "gpu": 128}  # images per forward pass; more are accumulated
 EVAL_BATCH = 64
 ABSENT_LOGIT = -30.0  # a class missing from a fold's training part
-SPEED_CHECK_BATCHES = 3  # micro-batches timed before the first estimate of a fit's duration
 
 
 def _image_columns(data: FitData) -> list[str]:
@@ -139,7 +127,7 @@ class ImageProbeTrainer(_ImageLearner):
         with t.no_grad():  # the linear model on standardised features, folded into the head
             net["head"][1].weight.copy_(t.as_tensor(W / scale, dtype=t.float32))
             net["head"][1].bias.copy_(t.as_tensor(b - (W / scale) @ mean, dtype=t.float32))
-        est = ImageEstimator.from_network(net, arch, info.task, info.n_classes, y_mean, y_scale)
+        est = ImageEstimator().store(net, arch, info.task, info.n_classes, y_mean, y_scale)
         if data.X_valid is not None:
             est.remember(data.X_valid, z[n:] @ W.T + b)  # the engine scores these rows next
         return Fitted(est)
@@ -166,7 +154,7 @@ class ImageTrainer(_ImageLearner):
 
     def __init__(self) -> None:
         super().__init__()
-        _lightning_parts()  # import torch and lightning once, before trials fork
+        import_lightning()  # once, before trials fork
 
     def space(self, info: DataInfo) -> Mapping[str, Any]:
         return image_space.space(info)
@@ -175,13 +163,11 @@ class ImageTrainer(_ImageLearner):
         return image_space.default(info)
 
     def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
-        from lightning.pytorch.callbacks import EarlyStopping
-        from lightning.pytorch.loggers import CSVLogger
-
         from trainers.image_augment import ImageRows, decode_rows
+        from trainers.image_module import ImageModule
+        from trainers.lightning_callbacks import keep_best, validation_callbacks
 
         t, L = torch(), require("lightning", "image")
-        _, PruningCallback, BestWeights = _lightning_parts()
         cols, info, task = _image_columns(data), data.info, data.info.task
         clf, gpu, y = task.is_classification, data.accelerator == "gpu", np.asarray(data.y_train)
         res = int(params["resolution"])
@@ -199,7 +185,7 @@ class ImageTrainer(_ImageLearner):
         micro = math.ceil(batch / accumulate)
         sampler = t.utils.data.RandomSampler(train_rows, generator=t.Generator().manual_seed(int(data.seed)))
         train_loader = t.utils.data.DataLoader(train_rows, batch_size=micro, sampler=sampler,
-                                               collate_fn=_batch, pin_memory=gpu)
+                                               collate_fn=whole_batch, pin_memory=gpu)
         steps_per_epoch = max(1, math.ceil(math.ceil(n / micro) / accumulate))
 
         refit = data.X_valid is None
@@ -212,154 +198,31 @@ class ImageTrainer(_ImageLearner):
         if not refit:
             val_rows = ImageRows(decode_rows(data.X_valid, cols, res), res)
             val_loader = t.utils.data.DataLoader(val_rows, batch_size=EVAL_BATCH, shuffle=False,
-                                                 collate_fn=_batch, pin_memory=gpu)
+                                                 collate_fn=whole_batch, pin_memory=gpu)
             to_scores = functools.partial(logits_to_scores, task=task.value, y_mean=y_mean, y_scale=y_scale)
-            best = BestWeights(data.metric.greater_is_better)
-            callbacks = [PruningCallback(reporter, data, to_scores), best, EarlyStopping(
-                monitor="val_metric", mode="max" if data.metric.greater_is_better else "min",
-                patience=max(2, epochs // 4), check_finite=False)]
+            callbacks, best = validation_callbacks(reporter, data, to_scores, patience=max(2, epochs // 4))
         devices = trial_devices(data)  # several: data-parallel (trainers.distributed)
         checkpointing = bool(params.get("checkpointing", data.extra.get("checkpointing", False)))
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(_quiet_lightning())
-            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="automl-image-"))
+        with training_root("automl-image-") as root:
             L.seed_everything(int(data.seed), workers=True, verbose=False)
             if gpu:
                 t.set_float32_matmul_precision("high")
             net = build_network(arch, pretrained=True)
-            module = _image_module()(net, int(params["unfreeze"]), clf, float(params["lr_head"]),
-                                     float(params["lr_body"]), float(params.get("weight_decay", 0.0)),
-                                     max(1, int(WARMUP_FRACTION * total)), total, data.deadline, checkpointing)
+            module = ImageModule(net, int(params["unfreeze"]), clf, float(params["lr_head"]),
+                                 float(params["lr_body"]), float(params.get("weight_decay", 0.0)),
+                                 max(1, int(WARMUP_FRACTION * total)), total, data.deadline, checkpointing)
             module.fail_if_slow = not refit
-            trainer = L.Trainer(
-                accelerator="gpu" if gpu else "cpu", devices=devices,
-                strategy=dist_strategy(devices),
-                precision=data.extra.get("precision") or _precision(data.accelerator),
-                max_epochs=train_epochs, accumulate_grad_batches=accumulate,
-                gradient_clip_val=GRAD_CLIP_NORM, gradient_clip_algorithm="norm",
-                deterministic=False, callbacks=[*callbacks, rank_hooks(best)],
-                logger=CSVLogger(root, name="image", version=f"{os.getpid()}-{time.time_ns()}"),
-                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                num_sanity_val_steps=0, limit_val_batches=1.0 if val_loader is not None else 0,
-                default_root_dir=root, log_every_n_steps=1,
-            )
+            trainer = lightning_trainer(
+                root, data.accelerator, max_epochs=train_epochs, callbacks=[*callbacks, rank_hooks(best)],
+                validate=val_loader is not None, extra="image", devices=devices,
+                strategy=dist_strategy(devices), precision=data.extra.get("precision"),
+                accumulate_grad_batches=accumulate, deterministic=False)
             dist_fit(trainer, module, train_loader, val_loader)
             module.check_loss(trainer.current_epoch)
-        net, kept = module.net, None
-        best_epoch, epochs_run = dist_outcome(trainer, best)  # raises TrialPruned from DDP ranks
-        if best_epoch is not None:
-            if best.state is not None:  # one process (under DDP rank 0 already loaded them)
-                net.load_state_dict(best.state)
-            kept = best_epoch
-        elif not refit:
-            kept = max(1, epochs_run)
-        est = ImageEstimator.from_network(net, arch, task, info.n_classes, y_mean, y_scale)
+        kept = keep_best(best, module.net, trainer, data)
+        est = ImageEstimator().store(module.net, arch, task, info.n_classes, y_mean, y_scale)
         if val_loader is not None:
             with t.inference_mode():
-                logits = [forward(est._network(), b[0]).float().numpy() for b in val_loader]
+                logits = [forward(est.network(), b[0]).float().numpy() for b in val_loader]
             est.remember(data.X_valid, np.concatenate(logits))
         return Fitted(est, kept)
-
-
-def _batch(items: Any) -> Any:
-    return items
-
-
-@functools.cache
-def _image_module() -> type:
-    """The LightningModule (built on first use: lightning is slow to import)."""
-    t = torch()
-    L = require("lightning", "image")
-
-    class ImageModule(L.LightningModule):
-        def __init__(self, net: Any, unfreeze: int, classification: bool, lr_head: float, lr_body: float,
-                     weight_decay: float, warmup: int, total: int, deadline: float,
-                     checkpointing: bool) -> None:
-            super().__init__()
-            self.net, self.classification = net, classification
-            stages = body_modules(net["backbone"])
-            k = max(0, min(int(unfreeze), len(stages)))
-            self.frozen, self.trained = stages[:len(stages) - k], stages[len(stages) - k:]
-            for p in net["backbone"].parameters():
-                p.requires_grad_(False)
-            for stage in self.trained:
-                for p in stage.parameters():
-                    p.requires_grad_(True)
-            self.lr_head, self.lr_body, self.weight_decay = lr_head, lr_body, weight_decay
-            self.warmup, self.total, self.deadline = warmup, total, deadline
-            self.checkpointing = checkpointing
-            self.fail_if_slow = False  # set for a trial's fit (not a refit): see on_train_epoch_end
-            self._epoch_start = time.monotonic()
-            self._loss_sum: Any = None
-            self._valid: list[Any] = []
-
-        def train(self, mode: bool = True) -> Any:
-            super().train(mode)
-            for stage in self.frozen:  # frozen stages keep their pretrained batch-norm statistics
-                stage.eval()
-            return self
-
-        def on_train_epoch_start(self) -> None:
-            self._loss_sum = None
-            self._epoch_start = time.monotonic()
-
-        def training_step(self, batch: Any, batch_idx: int) -> Any:
-            x, y, w = batch
-            loss = weighted_loss(forward(self.net, x, self.checkpointing), y, w, self.classification)
-            self._loss_sum = loss.detach() if self._loss_sum is None else self._loss_sum + loss.detach()
-            self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
-            return loss
-
-        def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-            if any_rank(self.trainer, time.monotonic() > self.deadline):  # all ranks stop together
-                self.trainer.should_stop = True
-            n_batches = int(self.trainer.num_training_batches)
-            if self.current_epoch == 0 and batch_idx + 1 == min(SPEED_CHECK_BATCHES, n_batches):
-                per_batch = (time.monotonic() - self._epoch_start) / (batch_idx + 1)
-                self.check_time(per_batch * (n_batches * self.trainer.max_epochs - batch_idx - 1))
-
-        def on_train_epoch_end(self) -> None:
-            self.check_loss(self.current_epoch + 1)
-            if self.current_epoch == 0:  # now with the validation pass measured too
-                self.check_time((time.monotonic() - self._epoch_start) * (self.trainer.max_epochs - 1))
-
-        def check_time(self, need: float) -> None:
-            """Fail a trial's fit early when the rest of its epochs cannot end before the
-            deadline, giving the time back to cheaper trials instead of timing out."""
-            left = self.deadline - time.monotonic()
-            if self.fail_if_slow and need > left:
-                raise TrialFailed(f"fine-tuning needs about {need:.0f} s more for this split but "
-                                  f"{max(0.0, left):.0f} s are left (a larger --time-budget, "
-                                  "fewer epochs or a GPU)")
-
-        def check_loss(self, epoch: int) -> None:
-            if self._loss_sum is not None and not bool(t.isfinite(self._loss_sum)):
-                raise TrialFailed(f"the training loss became {float(self._loss_sum)} in epoch {epoch} "
-                                  "(diverged: lower the learning rates)")
-
-        def validation_step(self, batch: Any, batch_idx: int) -> None:
-            self._valid.append(forward(self.net, batch[0]).float())
-
-        def validation_logits(self) -> np.ndarray:
-            out = t.cat(self._valid)
-            self._valid.clear()
-            world = self.trainer.world_size
-            if world > 1:  # rank r held rows r, r + world, ... (padded): interleave, then trim
-                n = len(self.trainer.val_dataloaders.dataset)
-                out = self.all_gather(out).transpose(0, 1).reshape(-1, out.shape[-1])[:n]
-            return out.cpu().numpy()
-
-        def configure_optimizers(self) -> Any:
-            body = [p for stage in self.trained for p in stage.parameters()]
-            head = list(self.net["head"].parameters())
-            groups = [{"params": [p for p in ps if p.ndim >= wd_dim], "lr": lr, "weight_decay": wd}
-                      for ps, lr in ((head, self.lr_head), (body, self.lr_body))
-                      for wd_dim, wd in ((2, self.weight_decay), (0, 0.0))]
-            for g in groups[1::2]:  # biases and norms: no decay
-                g["params"] = [p for p in g["params"] if p.ndim < 2]
-            opt = t.optim.AdamW([g for g in groups if g["params"]])
-            schedule = functools.partial(warmup_cosine, warmup=self.warmup, total=self.total)
-            sched = t.optim.lr_scheduler.LambdaLR(opt, schedule)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    return ImageModule

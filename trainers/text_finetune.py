@@ -18,12 +18,9 @@ non-finite loss fails the trial with that reason. Lightning is imported as ``lig
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
-import tempfile
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -33,23 +30,21 @@ from automl import text_backbones
 from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.exceptions import TrialFailed, require
 from search_spaces import text_finetune as ft_space
-from trainers.distributed import any_rank, rank_hooks, trial_devices
 from trainers.distributed import fit as dist_fit
-from trainers.distributed import outcome as dist_outcome
+from trainers.distributed import rank_hooks, trial_devices
 from trainers.distributed import strategy as dist_strategy
-from trainers.lightning_mlp import (
-    GRAD_CLIP_NORM,
-    _batch,
-    _lightning_parts,
-    _precision,
-    _quiet_lightning,
-    _Rows,
-    logits_to_scores,
+from trainers.lightning_common import (
+    LossWatch,
+    Rows,
+    import_lightning,
+    lightning_trainer,
     row_weights,
-    torch_threads,
-    warmup_cosine,
+    training_root,
+    warmup_cosine_scheduler,
     weighted_loss,
+    whole_batch,
 )
+from trainers.torch_estimator import logits_to_scores, torch_threads
 from trainers.text_network import (
     TextFinetuneEstimator,
     activation_bytes,
@@ -73,7 +68,7 @@ def _text_module() -> type:
     torch = require("torch", "text")
     L = require("lightning", "text")
 
-    class TextModule(L.LightningModule):
+    class TextModule(LossWatch, L.LightningModule):
         """Loss, optimizer groups (head / unfrozen blocks) and the schedule; the data and
         the loop are the Trainer's."""
 
@@ -82,7 +77,6 @@ def _text_module() -> type:
             super().__init__()
             self.net, self.frozen, self.classification = net, frozen, classification
             self.params, self.total_steps, self.deadline = dict(params), total_steps, deadline
-            self._loss_sum: Any = None
             self._valid: list[Any] = []
 
         def forward(self, batch: tuple[Any, ...]) -> Any:
@@ -104,26 +98,11 @@ def _text_module() -> type:
             if on:
                 enable_checkpointing(self.net.encoder)
 
-        def on_train_epoch_start(self) -> None:
-            self._loss_sum = None
-
         def training_step(self, batch: Any, batch_idx: int) -> Any:
             *inputs, y, w = batch
             loss = weighted_loss(self(tuple(inputs)), y, w, self.classification)
-            self._loss_sum = loss.detach() if self._loss_sum is None else self._loss_sum + loss.detach()
+            self.track_loss(loss)
             return loss
-
-        def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-            if any_rank(self.trainer, time.monotonic() > self.deadline):  # all ranks stop together
-                self.trainer.should_stop = True
-
-        def on_train_epoch_end(self) -> None:
-            self.check_loss(self.current_epoch + 1)
-
-        def check_loss(self, epoch: int) -> None:
-            if self._loss_sum is not None and not bool(torch.isfinite(self._loss_sum)):
-                raise TrialFailed(f"the training loss became {float(self._loss_sum)} in epoch {epoch} "
-                                  "(diverged: lower the learning rate)")
 
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             self._valid.append(self(batch).float())
@@ -145,9 +124,7 @@ def _text_module() -> type:
                 groups.append({"params": body, "lr": float(p["body_lr"])})
             opt = torch.optim.AdamW(groups, weight_decay=float(p["weight_decay"]))
             warmup = max(1, int(WARMUP_FRACTION * self.total_steps))
-            schedule = functools.partial(warmup_cosine, warmup=warmup, total=self.total_steps)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            return {"optimizer": opt, "lr_scheduler": warmup_cosine_scheduler(opt, warmup, self.total_steps)}
 
     return TextModule
 
@@ -165,7 +142,7 @@ class TextFinetuneTrainer(Trainer):
             raise text_backbones.missing_extra("`sentence-transformers` or the MiniLM weights")
         for module in ("torch", "lightning", "safetensors"):
             require(module, "text")
-        _lightning_parts()  # imports torch and lightning once, in the process that forks
+        import_lightning()  # once, in the process that forks
 
     def space(self, info: DataInfo) -> Mapping[str, Any]:
         return ft_space.space(info)
@@ -183,9 +160,8 @@ class TextFinetuneTrainer(Trainer):
     def _fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         torch = require("torch", "text")
         L = require("lightning", "text")
-        from lightning.pytorch.callbacks import EarlyStopping
+        from trainers.lightning_callbacks import keep_best, validation_callbacks
 
-        _, PruningCallback, BestWeights = _lightning_parts()
         info, task = data.info, data.info.task
         columns = info.schema.columns_of("text")
         if not columns:
@@ -206,7 +182,7 @@ class TextFinetuneTrainer(Trainer):
             net = head_network(feats.shape[1], n_out)
             inputs: tuple[Any, ...] = (torch.from_numpy(feats),)
             arch = {"dim": int(feats.shape[1]), "n_layers": 0}
-            collate: Any = _batch
+            collate: Any = whole_batch
         else:
             net = build_network(backbone, n_out, unfrozen)
             tok = tokenizer(backbone)
@@ -219,7 +195,7 @@ class TextFinetuneTrainer(Trainer):
         batch = max(1, min(int(params["batch_size"]), n))
         accumulate = max(1, int(params["effective_batch_size"]) // batch)
         generator = torch.Generator().manual_seed(int(data.seed))
-        rows = _Rows(*inputs, target, weights)
+        rows = Rows(*inputs, target, weights)
         train_loader = torch.utils.data.DataLoader(
             rows, batch_size=batch, sampler=torch.utils.data.RandomSampler(rows, generator=generator),
             collate_fn=collate, pin_memory=gpu)
@@ -235,40 +211,24 @@ class TextFinetuneTrainer(Trainer):
             valid_texts = join_texts(data.X_valid, columns)
             v_inputs = ((torch.from_numpy(frozen_features(valid_texts, backbone)),) if frozen else
                         tuple(torch.from_numpy(a) for a in tokenize(tok, valid_texts, params["max_length"])))
-            val_loader = torch.utils.data.DataLoader(_Rows(*v_inputs), batch_size=EVAL_BATCH,
+            val_loader = torch.utils.data.DataLoader(Rows(*v_inputs), batch_size=EVAL_BATCH,
                                                      shuffle=False, collate_fn=collate, pin_memory=gpu)
             to_scores = functools.partial(logits_to_scores, task=task.value, y_mean=y_mean, y_scale=y_scale)
-            best = BestWeights(data.metric.greater_is_better)
-            callbacks = [PruningCallback(reporter, data, to_scores), best, EarlyStopping(
-                monitor="val_metric", mode="max" if data.metric.greater_is_better else "min",
-                patience=3 if not frozen else 8, check_finite=False)]
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(_quiet_lightning())
-            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="automl-text-"))
+            callbacks, best = validation_callbacks(reporter, data, to_scores, patience=3 if not frozen else 8)
+        with training_root("automl-text-") as root:
             module = _text_module()(net, frozen, clf, {**params, "checkpointing": params.get(
                 "checkpointing", data.extra.get("checkpointing"))}, total_steps, data.deadline)
             devices = trial_devices(data)  # several: data-parallel (trainers.distributed)
-            trainer = L.Trainer(
-                accelerator="gpu" if gpu else "cpu", devices=devices, strategy=dist_strategy(devices),
-                precision=data.extra.get("precision") or _precision(data.accelerator),
-                max_epochs=epochs, accumulate_grad_batches=accumulate,
-                gradient_clip_val=GRAD_CLIP_NORM, gradient_clip_algorithm="norm",
-                callbacks=[*callbacks, rank_hooks(best)], logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                limit_val_batches=1.0 if val_loader is not None else 0, default_root_dir=root,
-                deterministic=not gpu,
-            )
+            trainer = lightning_trainer(root, data.accelerator, max_epochs=epochs,
+                                        callbacks=[*callbacks, rank_hooks(best)],
+                                        validate=val_loader is not None, extra="text",
+                                        devices=devices, strategy=dist_strategy(devices),
+                                        precision=data.extra.get("precision"),
+                                        accumulate_grad_batches=accumulate)
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             dist_fit(trainer, module, train_loader, val_loader)
             module.check_loss(trainer.current_epoch)
-        kept = None
-        best_epoch, epochs_run = dist_outcome(trainer, best)  # raises TrialPruned from DDP ranks
-        if best_epoch is not None:
-            if best.state is not None:  # one process (under DDP rank 0 already loaded them)
-                net.load_state_dict(best.state)
-            kept = best_epoch
-        elif not refit:
-            kept = max(1, epochs_run)
+        kept = keep_best(best, net, trainer, data)
         return Fitted(TextFinetuneEstimator.from_network(
             net, columns=columns, backbone=backbone, arch=arch, task=task,
             n_classes=info.n_classes, y_mean=y_mean, y_scale=y_scale), kept)

@@ -5,9 +5,10 @@ the encoder frozen that is a linear head on the backbone's sentence embedding (t
 vector :mod:`automl.text_embeddings` caches), so the cheap configuration trains on cached
 embeddings and the fine-tuned ones start from the same function.
 
-:class:`TextFinetuneEstimator` holds no torch object when saved: the backbone by name and
-weights checksum (its frozen part is the installed package's), the trained weights (head
-and unfrozen blocks) as a safetensors byte string, the architecture as a plain dict.
+:class:`TextFinetuneEstimator` holds no torch object when saved (see
+:mod:`trainers.torch_estimator`): the backbone by name and weights checksum (its frozen
+part is the installed package's), the trained weights (head and unfrozen blocks) as a
+safetensors byte string, the architecture as a plain dict.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
 
 from automl import text_backbones, text_embeddings
 from automl.contracts import Task
 from automl.exceptions import TrialFailed, require
+from trainers.torch_estimator import TorchEstimator, torch_threads
 
 EVAL_BATCH = 64
 
@@ -147,72 +148,53 @@ def trim_batch(items: tuple[Any, ...]) -> tuple[Any, ...]:
     return (ids[:, :n], mask[:, :n], *rest)
 
 
-class TextFinetuneEstimator(BaseEstimator):
-    """The fitted text network behind a scikit-learn interface, taking the cleaned frame."""
+class TextFinetuneEstimator(TorchEstimator):
+    """The fitted text network behind a scikit-learn interface, taking the cleaned frame.
+
+    Besides the state of :class:`~trainers.torch_estimator.TorchEstimator` (whose
+    ``weights_`` hold only what training changed): ``columns_`` and the backbone's name,
+    checksum and package.
+    """
+
+    trained_by = "trainers.text_finetune (`automl fit ... --include text_finetune`)"
+    model_name = "text model"
 
     @classmethod
     def from_network(cls, net: Any, *, columns: list[str], backbone: text_backbones.Backbone,
                      arch: dict[str, Any], task: Task, n_classes: int, y_mean: float,
                      y_scale: float) -> TextFinetuneEstimator:
-        from safetensors.torch import save
-
         est = cls()
         prefixes = ("head.",) if arch["unfreeze_layers"] == 0 else trained_prefixes(
             int(arch["n_layers"]), int(arch["unfreeze_layers"]))
-        state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()
-                 if k.startswith(prefixes)}
-        est.columns_, est.arch_ = list(columns), dict(arch)
+        state = {k: v for k, v in net.state_dict().items() if k.startswith(prefixes)}
+        est.columns_ = list(columns)
         est.backbone_, est.backbone_sha256_ = backbone.name, backbone.sha256
         est.backbone_package_ = backbone.package
-        est.weights_ = save(state)
-        est.task_ = task.value
-        if task.is_classification:
-            est.classes_ = np.arange(n_classes)
-        est.y_mean_, est.y_scale_ = float(y_mean), float(y_scale)
-        est._net = net.to("cpu").eval()
+        est.store(net, arch, task, n_classes, y_mean, y_scale, state=state)
         return est
-
-    def fit(self, X: Any, y: Any = None) -> TextFinetuneEstimator:
-        raise NotImplementedError("TextFinetuneEstimator is trained by trainers.text_finetune "
-                                  "(`automl fit ... --include text_finetune`), not on its own.")
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "weights_")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._net = None
 
     def _backbone(self) -> text_backbones.Backbone:
         return text_backbones.check_same(self.backbone_, self.backbone_sha256_,
                                          getattr(self, "backbone_package_", ""))
 
-    def _network(self) -> Any:
-        if getattr(self, "_net", None) is None:
-            from safetensors.torch import load
+    def build_network(self) -> Any:
+        arch = self.arch_
+        if int(arch["unfreeze_layers"]) == 0:
+            return head_network(int(arch["dim"]), int(arch["n_out"]))
+        return build_network(self._backbone(), int(arch["n_out"]), int(arch["unfreeze_layers"]))
 
-            arch = self.arch_
-            if int(arch["unfreeze_layers"]) == 0:
-                net = head_network(int(arch["dim"]), int(arch["n_out"]))
-            else:
-                net = build_network(self._backbone(), int(arch["n_out"]), int(arch["unfreeze_layers"]))
-            missing = net.load_state_dict(load(bytes(self.weights_)), strict=False)
-            if missing.unexpected_keys:
-                raise ValueError(f"saved text weights do not fit the network: {missing.unexpected_keys[:3]}")
-            self._net = net.eval()
-        return self._net
+    def load_weights(self, net: Any, state: dict[str, Any]) -> None:
+        """Only the trained part was saved: the frozen rest is the installed backbone's."""
+        missing = net.load_state_dict(state, strict=False)
+        if missing.unexpected_keys:
+            raise ValueError(f"saved text weights do not fit the network: {missing.unexpected_keys[:3]}")
 
-    def _scores(self, X: Any) -> np.ndarray:
-        from trainers.lightning_mlp import logits_to_scores, torch_threads
-
+    def logits(self, X: Any) -> np.ndarray:
         torch = require("torch", "text")
         texts = join_texts(pd.DataFrame(X), self.columns_)
         chunks = []
-        with torch_threads(1), torch.inference_mode():
-            net = self._network()
+        with torch_threads(self.predict_threads), torch.inference_mode():
+            net = self.network()
             if int(self.arch_["unfreeze_layers"]) == 0:
                 chunks.append(net["head"](torch.from_numpy(frozen_features(texts, self._backbone()))))
             else:
@@ -221,17 +203,5 @@ class TextFinetuneEstimator(BaseEstimator):
                     b = trim_batch((torch.from_numpy(ids[s:s + EVAL_BATCH]),
                                     torch.from_numpy(mask[s:s + EVAL_BATCH])))
                     chunks.append(net(*b))
-        logits = (torch.cat(chunks).float().numpy() if chunks
-                  else np.zeros((0, int(self.arch_["n_out"])), dtype=np.float32))
-        return logits_to_scores(logits, self.task_, self.y_mean_, self.y_scale_)
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        if self.task_ == Task.REGRESSION.value:
-            raise AttributeError("predict_proba is for classifiers; this text model is a regressor.")
-        return self._scores(X)
-
-    def predict(self, X: Any) -> np.ndarray:
-        scores = self._scores(X)
-        if self.task_ == Task.REGRESSION.value:
-            return scores
-        return self.classes_[np.argmax(scores, axis=1)]
+        return (torch.cat(chunks).float().numpy() if chunks
+                else np.zeros((0, int(self.arch_["n_out"])), dtype=np.float32))

@@ -42,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datasets", type=csv_list, default=None, help="comma list (default: all tabular)")
     parser.add_argument("--budgets", type=csv_list, default=["60"], help="comma list of seconds (default 60)")
     parser.add_argument("--systems", type=csv_list, default=list(systems.ALL_SYSTEMS),
-                        help=f"comma list from {','.join(systems.ALL_SYSTEMS)} (default: all)")
+                        help=f"comma list from {','.join(systems.KNOWN_SYSTEMS)} "
+                        f"(default: {','.join(systems.ALL_SYSTEMS)})")
     parser.add_argument("--out", type=Path, default=None,
                         help="output dir (default benchmarks/results/<timestamp>)")
     parser.add_argument("--max-rows", type=int, default=None, help="cap training rows (fixed-seed subsample)")
@@ -56,9 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-models", action="store_true", help="keep each run's model/work dir")
     parser.add_argument("--rebuild-venvs", action="store_true", help="wipe and reinstall peer venvs")
     args = parser.parse_args(argv)
-    unknown = [s for s in args.systems if s not in systems.ALL_SYSTEMS]
+    unknown = [s for s in args.systems if s not in systems.KNOWN_SYSTEMS]
     if unknown:
-        parser.error(f"unknown system(s) {unknown}; choose from {','.join(systems.ALL_SYSTEMS)}")
+        parser.error(f"unknown system(s) {unknown}; choose from {','.join(systems.KNOWN_SYSTEMS)}")
     try:
         args.budgets = [int(b) for b in args.budgets]
     except ValueError:
@@ -228,7 +229,7 @@ def prepare_systems(args: argparse.Namespace) -> tuple[dict[str, str], dict[str,
         try:
             systems.prepare(system, rebuild_env=args.rebuild_venvs, log=log)
             versions[system] = systems.version(system)
-            if system != "automl":
+            if not systems.is_automl(system):
                 packages[system] = env_versions(system)
         except (EnvError, OSError) as exc:
             broken[system] = f"setup failed: {exc}"

@@ -170,6 +170,46 @@ def test_trials_over_their_memory_cap_or_time_limit_on_ray_fail_and_the_search_g
         _remove(cluster, nodes)
 
 
+def test_driver_killed_with_sigkill_loses_no_completed_trial(cluster, tmp_path):
+    """SIGKILL to the driver while trials run on the cluster: every trial it completed stays
+    complete in the study, and --resume against the same cluster fails the orphaned ones
+    with a reason and runs their configurations once more."""
+    nodes = _add_nodes(cluster, 1, num_cpus=2)
+    try:
+        data, out = tiny_csv(tmp_path / "d.csv"), tmp_path / "out"
+        url = f"sqlite:///{out}/study.db"
+        env = {**_env(), "AUTOML_TEST_SLEEP_S": "3"}
+        args = ("fit", data, "--target", "y", "--include", "sleepy", "--cv", "holdout",
+                "--executor", "ray", "--ray-address", cluster.address, "--output", out)
+        proc = start_cli(*args, "--n-trials", 40, env=env, log_dir=tmp_path)
+
+        def done_and_running():
+            trials = load_trials(url)
+            done = sum(t.state == TrialState.COMPLETE for t in trials)
+            return done >= 2 and any(t.state == TrialState.RUNNING for t in trials)
+
+        wait_until(done_and_running, 180, "two finished trials and one running", proc=proc,
+                   poll=0.1)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only: its tasks are the cluster's
+        proc.wait(timeout=30)
+        before = load_trials(url)
+        orphans = [t.number for t in before if t.state == TrialState.RUNNING]
+        done_before = {t.number for t in before if t.state == TrialState.COMPLETE}
+        assert orphans and len(done_before) >= 2
+
+        res = run_cli(*args, "--resume", "--n-trials", len(before) + len(orphans) + 1, env=env)
+        assert res.returncode == 0, res.stderr
+        after = {t.number: t for t in load_trials(url)}
+        assert done_before <= {n for n, t in after.items() if t.state == TrialState.COMPLETE}
+        for number in orphans:
+            assert after[number].state == TrialState.FAIL
+            assert after[number].user_attrs.get("fail_reason"), after[number].user_attrs
+        retried = sorted(t.user_attrs["retry_of"] for t in after.values() if "retry_of" in t.user_attrs)
+        assert retried == sorted(orphans)
+    finally:
+        _remove(cluster, nodes)
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_the_ray_work_then_resume_continues(tmp_path):
     """A local Ray instance (no --ray-address): Ctrl-C to the whole group exits 130 with one

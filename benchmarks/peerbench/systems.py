@@ -12,6 +12,9 @@ BENCH_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = BENCH_DIR.parent
 PEERS_DIR = BENCH_DIR / "peers"
 ALL_SYSTEMS = ("automl", "lightgbm", "flaml", "autogluon")
+# Variants of this repo's CLI, run only when named: the same flags plus the executor's.
+AUTOML_VARIANTS = {"automl-ray": ["--executor", "ray"]}
+KNOWN_SYSTEMS = ALL_SYSTEMS + tuple(AUTOML_VARIANTS)
 AUTOML_N_JOBS = 1
 PEER_N_JOBS = 2
 
@@ -20,7 +23,12 @@ NOTES = {
     "lightgbm": "LightGBM library defaults, no tuning, budget ignored",
     "flaml": "FLAML AutoML, time_budget=B, metric as ours",
     "autogluon": "AutoGluon TabularPredictor, default presets (medium_quality), time_limit=B",
+    "automl-ray": "this repo's CLI as `automl`, but `--executor ray` (a local Ray instance, trials as Ray tasks)",
 }
+
+
+def is_automl(system: str) -> bool:
+    return system == "automl" or system in AUTOML_VARIANTS
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,7 @@ def automl_cli() -> Path:
 
 def prepare(system: str, rebuild_env: bool = False, log=print) -> None:
     """Make the system runnable: install a peer's venv, or check the automl CLI exists."""
-    if system == "automl":
+    if is_automl(system):
         if not automl_cli().is_file():
             raise envs.EnvError(f"automl CLI not found at {automl_cli()} (install the project first)")
         return
@@ -58,13 +66,14 @@ def prepare(system: str, rebuild_env: bool = False, log=print) -> None:
 def steps(system: str, run: RunSpec) -> list[Step]:
     preds = run.run_dir / "preds.csv"
     work = run.run_dir / "work"
-    if system == "automl":
+    if is_automl(system):
         cli = str(automl_cli())
+        executor = AUTOML_VARIANTS.get(system) or ["--n-jobs", str(AUTOML_N_JOBS)]
         return [
             Step("fit", [
                 cli, "fit", str(run.train), "--target", run.target, "--task", run.task,
                 "--time-budget", str(run.budget),
-                "--output", str(work), "--seed", str(run.seed), "--n-jobs", str(AUTOML_N_JOBS),
+                "--output", str(work), "--seed", str(run.seed), *executor,
             ]),
             Step("predict", [cli, "predict", str(work), str(run.test_features), "--output", str(preds)]),
         ]
@@ -78,7 +87,7 @@ def steps(system: str, run: RunSpec) -> list[Step]:
 
 
 def version(system: str) -> str:
-    if system == "automl":
+    if is_automl(system):
         return automl_version()
     return envs.peer_version(system)
 

@@ -302,7 +302,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         try:
             result = engine.fit(X, target, config, target_name=args.target, storage_url=storage,
                                 study_name=args.study_name, resume=args.resume, start=start,
-                                callbacks=[progress])
+                                callbacks=[progress], owned_storage=args.storage is None)
         except BaseException:
             progress.close()
             raise

@@ -64,8 +64,9 @@ class Budget:
 
 
 def open_study(config: SearchConfig, problem: Problem, storage_url: str | None,
-               study_name: str, resume: bool, target_name: str) -> optuna.Study:
-    """Create the study, or load it to resume; check a resumed study matches this run."""
+               study_name: str, resume: bool, target_name: str, owned: bool = False) -> optuna.Study:
+    """Create the study, or load it to resume; check a resumed study matches this run.
+    ``owned``: no other process uses this study (a locked run folder's own storage)."""
     storage = study_mod.make_storage(storage_url)
     sampler = study_mod.make_sampler(config.sampler, config.seed, config.n_parallel())
     pruner = study_mod.make_pruner(config.pruner)
@@ -87,7 +88,7 @@ def open_study(config: SearchConfig, problem: Problem, storage_url: str | None,
         # a fresh random stream: replaying the first run's would repeat its configurations
         study.sampler = study_mod.make_sampler(
             config.sampler, study_mod.resumed_seed(config.seed, len(study.trials)), config.n_parallel())
-        n_dead, n_queued = study_mod.fail_dead_trials(study)
+        n_dead, n_queued = study_mod.fail_dead_trials(study, owned=owned)
         n_queued += study_mod.requeue_interrupted(study)
         if n_dead or n_queued:
             log.info("resume: %d trial(s) of a dead process marked failed, %d configuration(s) queued again",

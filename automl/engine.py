@@ -126,18 +126,22 @@ def _best_summary(study: optuna.Study, problem: Problem) -> dict[str, Any]:
 
 def fit(X_raw: pd.DataFrame, target: Target, config: SearchConfig, *, target_name: str,
         storage_url: str | None = None, study_name: str = "automl", resume: bool = False,
-        start: float | None = None, callbacks: Sequence[Callable[..., None]] = ()) -> FitResult:
-    """The whole run. ``start`` (``time.monotonic()``) lets data loading count in the budget."""
+        start: float | None = None, callbacks: Sequence[Callable[..., None]] = (),
+        owned_storage: bool = False) -> FitResult:
+    """The whole run. ``start`` (``time.monotonic()``) lets data loading count in the budget;
+    ``owned_storage``: no other process uses the study (the CLI's own, locked run folder)."""
     config.validate()
     start = time.monotonic() if start is None else start
     problem = prepare_problem(X_raw, target, config)
     return fit_problem(problem, config, target_name=target_name, storage_url=storage_url,
-                       study_name=study_name, resume=resume, start=start, callbacks=callbacks)
+                       study_name=study_name, resume=resume, start=start, callbacks=callbacks,
+                       owned_storage=owned_storage)
 
 
 def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 storage_url: str | None = None, study_name: str = "automl", resume: bool = False,
-                start: float | None = None, callbacks: Sequence[Callable[..., None]] = ()) -> FitResult:
+                start: float | None = None, callbacks: Sequence[Callable[..., None]] = (),
+                owned_storage: bool = False) -> FitResult:
     """Search and build the final model on an already prepared :class:`Problem`."""
     start = time.monotonic() if start is None else start
     if config.executor != "ray" and any(trainer_class(name).needs_accelerator
@@ -152,7 +156,8 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            study = open_study(config, problem, storage_url, study_name, resume, target_name)
+            study = open_study(config, problem, storage_url, study_name, resume, target_name,
+                               owned=owned_storage)
             if problem.info.text_backbone:  # the report rebuilds text features with it
                 study.set_user_attr("text_backbone", problem.info.text_backbone)
         except BaseException:

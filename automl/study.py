@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
@@ -27,6 +28,7 @@ from automl.exceptions import ConfigError
 
 log = logging.getLogger("automl")
 HEARTBEAT_S = 5
+UNTAGGED_GRACE_S = 60.0  # a RUNNING trial without a worker tag this old was orphaned
 GRACE_S = 30
 GRID_POINTS = 3
 
@@ -234,21 +236,21 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def fail_dead_trials(study: optuna.Study) -> tuple[int, int]:
+def fail_dead_trials(study: optuna.Study, owned: bool = False) -> tuple[int, int]:
     """Fail RUNNING trials whose worker process on this host is gone; queue each once more.
 
     Optuna's heartbeat does this after a grace period for any host (see
     :func:`rerun_stale_trial`); on the same host we can tell at once that the process
-    died, so a resumed run does not wait. Returns (trials failed, configurations queued).
+    died, so a resumed run does not wait. A trial without its ``worker`` tag was created
+    by a process killed before it could tag it (Optuna creates the trial, then calls the
+    sampler's ``before_trial``): it never beats, so it is failed here too, at once where
+    the study is ``owned`` (no other process uses it), else once it is older than
+    :data:`UNTAGGED_GRACE_S` (a live process tags its trial within milliseconds).
+    Returns (trials failed, configurations queued).
     """
-    host = socket.gethostname()
     n = queued = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = str(t.user_attrs.get("worker", ""))
-        if ":" not in worker:
-            continue
-        whost, pid = worker.rsplit(":", 1)
-        if whost != host or _alive(int(pid)):
+        if not owned and not _orphaned(t):
             continue
         try:
             internals.set_trial_user_attr(study, t, "fail_reason",
@@ -259,6 +261,17 @@ def fail_dead_trials(study: optuna.Study) -> tuple[int, int]:
         queued += retry_once(study, t)
         n += 1
     return n, queued
+
+
+def _orphaned(t: FrozenTrial) -> bool:
+    """Whether no live process runs this RUNNING trial, as far as this host can tell: its
+    worker (on this host) is gone, or it never got a worker tag and is past the grace."""
+    worker = str(t.user_attrs.get("worker", ""))
+    if ":" not in worker:
+        start = t.datetime_start
+        return start is None or (datetime.datetime.now() - start).total_seconds() > UNTAGGED_GRACE_S
+    whost, pid = worker.rsplit(":", 1)
+    return whost == socket.gethostname() and not _alive(int(pid))
 
 
 def fail_own_running_trials(study: optuna.Study, reason: str) -> int:

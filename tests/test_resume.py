@@ -110,6 +110,7 @@ def test_resume_after_sigkill(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
+    # every one, also a trial the kill left before it was tagged with its worker
     assert f"{len(running)} trial(s) of a dead process marked failed" in res.stderr, (
         res.stderr, [(t.number, t.user_attrs, t.system_attrs) for t in running])
     after = load_trials(url)

@@ -43,7 +43,7 @@ def _runnable(name: str) -> Any:
 @pytest.fixture(autouse=True)
 def single_threaded_torch():
     """The test process forks trial children in other test files: like the search process,
-    it runs torch with one thread only (see trainers.lightning_mlp.torch_threads)."""
+    it runs torch with one thread only (see trainers.torch_estimator.torch_threads)."""
     if not HAS["torch"]:
         yield
         return

@@ -4,7 +4,7 @@ Four displays share one Optuna callback interface (``progress(study, trial)`` af
 trial, ``progress.final(board, result, out)`` once the model is saved, ``progress.close()``
 if the run stops early):
 
-- :class:`RichProgress`: a live status on a terminal (stderr; rich's ``Progress``) with a
+- :class:`~automl.progress_live.RichProgress`: a live status on a terminal (stderr; rich's ``Progress``) with a
   line per finished trial above it, and the leaderboard as a table;
 - :class:`PlainProgress`: one plain line per trial on stderr (pipes, log files, CI);
 - :class:`JsonProgress`: one JSON object per trial on stdout, then a summary object;
@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import math
@@ -34,7 +33,6 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from rich.progress import BarColumn, Progress, SpinnerColumn, Task, TextColumn
 
 from automl import optuna_internals
 from automl.study import own_params
@@ -42,13 +40,11 @@ from automl.study import own_params
 log = logging.getLogger("automl")
 MODES = ("auto", "rich", "plain", "json", "none")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-RICH_HEADERS = {"fit_time_s": "fit s", "balanced_accuracy": "bal. acc",
-                "min_class_recall": "min recall"}
 BOARD_COLUMNS = ("rank", "trial", "learner", "state", "score", "fit_time_s", "balanced_accuracy",
                  "min_class_recall")
 
 
-def _num(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     """A finite float for JSON, else None."""
     try:
         f = float(value)
@@ -57,11 +53,11 @@ def _num(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _fmt(value: float | None) -> str:
+def fmt_score(value: float | None) -> str:
     return "-" if value is None else f"{value:.5g}"
 
 
-def _clock(seconds: float) -> str:
+def fmt_clock(seconds: float) -> str:
     seconds = max(0, round(seconds))
     m, s = divmod(seconds, 60)
     h, m = divmod(m, 60)
@@ -122,7 +118,7 @@ class BaseProgress:
             self.seen.add(t.number)
             self.counts[t.state.name.lower()] += 1
             better = False
-            value = _num(t.value) if t.state == TrialState.COMPLETE else None
+            value = as_number(t.value) if t.state == TrialState.COMPLETE else None
             if value is not None and self._is_better(value):
                 self.best, self.best_trial, better = value, t, True
             done_at = t.datetime_complete.timestamp() if t.datetime_complete else None
@@ -162,7 +158,7 @@ class BaseProgress:
     def best_text(self) -> str:
         if self.best_trial is None:
             return "best -"
-        return f"best {_fmt(self.best)} (#{self.best_trial.number} {self.learner(self.best_trial)})"
+        return f"best {fmt_score(self.best)} (#{self.best_trial.number} {self.learner(self.best_trial)})"
 
     def describe_best(self, result: Any, out: Path) -> str:
         """One line: the study's best trial, and the saved model (the best trial or an ensemble)."""
@@ -202,7 +198,7 @@ class PlainProgress(BaseProgress):
         if self.quiet or not self.show_trials:
             return
         if trial.state == TrialState.COMPLETE:
-            what = _fmt(_num(trial.value)) + ("  *best*" if is_best else "")
+            what = fmt_score(as_number(trial.value)) + ("  *best*" if is_best else "")
         elif trial.state == TrialState.FAIL:
             what = f"failed: {str(trial.user_attrs.get('fail_reason', ''))[:80]}"
         else:
@@ -253,11 +249,11 @@ class JsonProgress(BaseProgress):
         record: dict[str, Any] = {
             "event": "trial", "trial": trial.number, "learner": learner,
             "state": trial.state.name.lower(),
-            "value": _num(trial.value) if trial.state == TrialState.COMPLETE else None,
+            "value": as_number(trial.value) if trial.state == TrialState.COMPLETE else None,
             "best": self.best, "best_trial": self.best_trial.number if self.best_trial else None,
             "is_best": is_best, "done": self.done, "elapsed": round(self.elapsed(), 3),
             "time_left": None if self.time_left() is None else round(self.time_left() or 0.0, 3),
-            "fit_time": _num(trial.user_attrs.get("fit_time")),
+            "fit_time": as_number(trial.user_attrs.get("fit_time")),
             "params": own_params(trial.params, learner),
         }
         if trial.state == TrialState.FAIL:
@@ -273,177 +269,19 @@ class JsonProgress(BaseProgress):
         best = ({"trial": self.best_trial.number, "learner": self.learner(self.best_trial),
                  "score": self.best_trial.value} if self.best_trial is not None else members[0])
         cols = [c for c in BOARD_COLUMNS if c in board.columns]
-        rows = [{k: (_num(v) if isinstance(v, float) else v) for k, v in row.items()}
+        rows = [{k: (as_number(v) if isinstance(v, float) else v) for k, v in row.items()}
                 for row in board[cols].head(10).to_dict(orient="records")]
         self.emit({
             "event": "summary", "metric": result.problem.metric.name,
             "direction": result.problem.metric.direction, "best_trial": best["trial"],
-            "learner": best["learner"], "score": _num(best["score"]),
-            "validation_score": _num(getattr(result.model, "validation_score", None)),
+            "learner": best["learner"], "score": as_number(best["score"]),
+            "validation_score": as_number(getattr(result.model, "validation_score", None)),
             "ensemble": [{"trial": m["trial"], "learner": m["learner"],
-                          "weight": _num(m.get("weight"))} for m in members]
+                          "weight": as_number(m.get("weight"))} for m in members]
             if len(members) > 1 else None,
             "n_trials": self.done, "states": dict(self.counts), "elapsed": round(self.elapsed(), 3),
             "output": str(out), "leaderboard": rows,
         })
-
-
-class RichProgress(BaseProgress):
-    """A live status (spinner, budget bar, time left; trials and best below) on a terminal,
-    a line per finished trial above it, and the final leaderboard as a table.
-
-    The live part is rich's :class:`~rich.progress.Progress` (:class:`_SearchBar`). While it
-    runs, the logging handlers that write to stderr (automl's, and the root logger's for
-    other libraries) write through the console, so their lines print above it too.
-    """
-
-    def __init__(self, config: Any, quiet: bool = False, console: Any = None,
-                 start: float | None = None, refresh_per_second: float = 4) -> None:
-        from rich.console import Console
-
-        super().__init__(config, quiet=quiet, start=start)
-        self.console = console or Console(stderr=True)
-        self.bar = _SearchBar(self, refresh_per_second)
-        self.live: _SearchBar | None = None
-        self._handlers: list[tuple[logging.StreamHandler, Any]] = []
-        self._start_live()
-
-    def _start_live(self) -> None:
-        from rich.file_proxy import FileProxy
-
-        self.live = self.bar
-        self.live.start()
-        stderr = (sys.stderr, sys.__stderr__)
-        if self.console.file in stderr:
-            for h in [*log.handlers, *logging.getLogger().handlers]:
-                if isinstance(h, logging.StreamHandler) and h.stream in stderr:
-                    self._handlers.append((h, h.setStream(FileProxy(self.console, h.stream))))
-        atexit.register(self.close)
-
-    def render(self) -> Any:
-        """What the live display shows now."""
-        return self.bar.get_renderable()
-
-    def status(self) -> dict[str, Any]:
-        """The live task's fields: phase, bar (time or trials of the budget), clock."""
-        budget = getattr(self.config, "time_budget", None)
-        n_trials = getattr(self.config, "n_trials", None)
-        elapsed = self.elapsed()
-        total, completed = ((budget, min(elapsed, budget)) if budget else
-                            (n_trials, min(self.done, n_trials)) if n_trials else (None, 0))
-        left = None if self.search_done else self.time_left()
-        clock = f"{_clock(left)} left" if left is not None else f"{_clock(elapsed)} elapsed"
-        return {"description": "fitting the final model" if self.search_done else "searching",
-                "total": total, "completed": completed,
-                "clock": f"[yellow]{clock}[/]" if left is not None and left < 10 else clock}
-
-    def counts_line(self) -> Any:
-        """The line under the bar: trials done (pruned, failed, running) and the best so far."""
-        from rich.text import Text
-
-        n_trials = getattr(self.config, "n_trials", None)
-        stats = Text("  ")
-        stats.append(f"{self.done}{f'/{n_trials}' if n_trials else ''} trials", style="bold")
-        extra = [f"{n} {s}" for s, n in (("pruned", self.counts["pruned"]),
-                                         ("failed", self.counts["fail"]),
-                                         ("running", self.running)) if n]
-        if extra:
-            stats.append(f" ({', '.join(extra)})", style="dim")
-        stats.append("   best ")
-        if self.best_trial is not None:
-            stats.append(f"{self.metric} {_fmt(self.best)}", style="bold green")
-            stats.append(f"  #{self.best_trial.number} {self.learner(self.best_trial)}",
-                         style="dim")
-        else:
-            stats.append("-")
-        return stats
-
-    def on_trial(self, trial: FrozenTrial, is_best: bool) -> None:
-        from rich.text import Text
-
-        line = Text()
-        line.append(f"trial {trial.number:>4} ", style="dim")
-        line.append(f"{self.learner(trial):<14} ")
-        if trial.state == TrialState.COMPLETE:
-            line.append(_fmt(_num(trial.value)), style="bold green" if is_best else "")
-            if is_best:
-                line.append("  ★ best", style="green")
-        elif trial.state == TrialState.PRUNED:
-            line.append("pruned", style="yellow")
-        else:
-            line.append("failed", style="red")
-            reason = str(trial.user_attrs.get("fail_reason", ""))[:100]
-            if reason:
-                line.append(f": {reason}", style="dim red")
-        fit = _num(trial.user_attrs.get("fit_time"))
-        if fit is not None:
-            line.append(f"  {fit:.1f}s", style="dim")
-        self.console.print(line)
-
-    def close(self) -> None:
-        if self.live is not None:
-            try:
-                self.live.stop()
-            finally:
-                self.live = None
-                for h, stream in self._handlers:
-                    h.setStream(stream)
-                self._handlers.clear()
-                atexit.unregister(self.close)
-        super().close()
-
-    def final(self, board: Any, result: Any, out: Path) -> None:
-        from rich.table import Table
-
-        self(result.study, None)
-        self.close()
-        metric = result.problem.metric
-        title = (f"Leaderboard: top 10 of {len(board)} trials ({metric.name}, "
-                 f"{'higher' if metric.greater_is_better else 'lower'} is better)")
-        table = Table(header_style="bold")
-        cols = [c for c in BOARD_COLUMNS if c in board.columns]
-        for c in cols:
-            table.add_column(RICH_HEADERS.get(c, c),
-                             justify="left" if c in ("learner", "state") else "right")
-        members = {m["trial"] for m in result.model.description}
-        for row in board[cols].head(10).to_dict(orient="records"):
-            cells = [("" if math.isnan(v) else f"{v:.5g}") if isinstance(v, float) else str(v)
-                     for v in row.values()]
-            style = "bold green" if row.get("trial") in members else (
-                "dim" if row.get("state") != "complete" else None)
-            table.add_row(*cells, style=style)
-        self.console.print()
-        self.console.print(title, style="bold", highlight=False)
-        self.console.print(table)
-        self.console.print(self.describe_best(result, out), style="bold", highlight=False)
-
-
-class _Spinner(SpinnerColumn):
-    """A spinner that keeps turning when the bar is full (the final model is still fitting)."""
-
-    def render(self, task: Task) -> Any:
-        return self.spinner.render(task.get_time())
-
-
-class _SearchBar(Progress):
-    """rich's Progress with one task, the search: spinner, phase, budget bar, clock; and the
-    trial counts on a line below (the fields are read from the display at each refresh)."""
-
-    def __init__(self, display: RichProgress, refresh_per_second: float) -> None:
-        self.display = display  # before Progress.__init__, which renders once
-        super().__init__(_Spinner("dots", style="cyan"),
-                         TextColumn("{task.description}", style="cyan"), BarColumn(bar_width=30),
-                         TextColumn("{task.fields[clock]}"),
-                         console=display.console, transient=True,
-                         refresh_per_second=refresh_per_second, redirect_stdout=False,
-                         redirect_stderr=False)
-        self.add_task("searching", clock="")
-
-    def get_renderables(self) -> Iterator[Any]:
-        for task in self.tasks:
-            self.update(task.id, **self.display.status())
-        yield self.make_tasks_table(self.tasks)
-        yield self.display.counts_line()
 
 
 def make_progress(mode: str, config: Any, quiet: bool = False, start: float | None = None,
@@ -468,5 +306,7 @@ def make_progress(mode: str, config: Any, quiet: bool = False, start: float | No
         probe = console or Console(stderr=True)
         mode = "rich" if probe.is_terminal and not probe.is_dumb_terminal else "plain"
     if mode == "rich":
+        from automl.progress_live import RichProgress
+
         return RichProgress(config, console=console, start=start)
     return PlainProgress(config, start=start)

@@ -20,7 +20,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from automl.config import SearchConfig
-from automl.progress import JsonProgress, PlainProgress, QuietProgress, RichProgress, make_progress
+from automl.progress import JsonProgress, PlainProgress, QuietProgress, make_progress
+from automl.progress_live import RichProgress
 from tests.conftest import AUTOML, EXAMPLE
 
 FAST = ["--include", "logistic,knn", "--n-trials", "4"]

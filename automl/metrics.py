@@ -8,6 +8,7 @@ metrics take their arg-max. Regression predictions are 1-d arrays.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import FrozenTrial, TrialState
 from rich.progress import BarColumn, Progress, SpinnerColumn, Task, TextColumn
 
 from automl.progress import BOARD_COLUMNS, BaseProgress, as_number, fmt_clock, fmt_score, log

@@ -1,8 +1,5 @@
 """The scikit-learn API: the estimator contract, pipelines and cross-validation."""
 
-import numpy as np
-import pandas as pd
-import pytest
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import optuna
 import pandas as pd
-import pytest
 from optuna.distributions import CategoricalDistribution
 from sklearn.linear_model import LogisticRegression
 

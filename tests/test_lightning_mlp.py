@@ -263,6 +263,7 @@ def test_estimator_state_is_plain_and_skops_safe(penguins):
                                rtol=1e-6)
 
 
+@pytest.mark.slow  # ~30 s; the estimator's save/load round trip is in tests/test_mlp_parts.py
 def test_saved_mlp_model_predicts_through_api_and_cli(tmp_path):
     from automl.persistence import load_model
 

@@ -178,6 +178,7 @@ def test_trials_over_their_memory_cap_or_time_limit_on_ray_fail_and_the_search_g
         _remove(cluster, nodes)
 
 
+@pytest.mark.slow  # ~45 s; tests/test_resume.py kills a local driver in the default suite
 def test_driver_killed_with_sigkill_loses_no_completed_trial(cluster, tmp_path, monkeypatch):
     """SIGKILL to the driver while trials run on the cluster: every trial it completed stays
     complete in the study, and --resume against the same cluster fails the orphaned ones

@@ -1,7 +1,6 @@
 """The search controller on real (small) data and real Optuna storages."""
 
 import numpy as np
-import optuna
 import pytest
 from optuna.trial import TrialState
 

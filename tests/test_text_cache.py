@@ -118,6 +118,7 @@ def test_unwritable_cache_keeps_embeddings_in_memory(tmp_path: Path, monkeypatch
     assert text_cache.load("minilm@test", [b"\x01" * 16]) == {}
 
 
+@pytest.mark.slow  # ~13 s; the fresh-process read is also in the warm-up test above
 def test_prepared_text_run_reads_the_store_in_a_new_process(tmp_path: Path) -> None:
     """The engine's preparation: a second run over the same texts embeds nothing."""
     df = pd.DataFrame({"t": TEXTS * 2})

@@ -57,7 +57,7 @@ class LightGBMTrainer(Trainer):
     def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         import lightgbm as lgb
 
-        task, k = data.info.task, data.info.n_classes
+        task = data.info.task
         pre, Xt, Xv = preprocess(data, self.style, params)
         cats = categorical_indices(pre)
         native = _NATIVE.get((data.metric.name, task))

@@ -21,7 +21,7 @@ from sklearn.ensemble import (
 from sklearn.linear_model import ElasticNet, LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
-from automl.contracts import FitData, Fitted, Reporter, Task
+from automl.contracts import FitData, Fitted, Task
 from automl.preprocessing import categorical_indices
 from search_spaces import forest, hist_gb, knn, linear
 from trainers._base import PreprocessedTrainer, n_threads, past_deadline, score_model

@@ -1,7 +1,6 @@
 """Peer adapter: AutoGluon TabularPredictor, default presets, the benchmark's time limit and metric."""
 from __future__ import annotations
 
-import pandas as pd
 from autogluon.tabular import TabularPredictor, __version__ as ag_version
 
 from _common import PeerJob, Stopwatch, load_job, parse_args, write_info, write_predictions

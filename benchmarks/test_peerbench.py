@@ -107,3 +107,24 @@ def test_resume_reuses_only_runs_of_the_same_version_and_settings(tmp_path: Path
     assert run_peers.reusable("flaml", "iris", 60, newer, args) is None  # other version
     capped = run_peers.reuse_key("flaml", "2.7.0", run_peers.parse_args(["--max-rows", "100"]))
     assert run_peers.reusable("flaml", "iris", 60, capped, args) is None  # other rows
+
+
+def test_compare_with_imports_only_the_systems_not_run(tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    import run_peers
+
+    earlier = tmp_path / "b60-old"
+    earlier.mkdir()
+    runs = [{"dataset": "d", "system": s, "budget": 60, "status": "ok", "score": v}
+            for s, v in (("automl", 0.8), ("flaml", 0.7), ("autogluon", 0.9))]
+    (earlier / "results.json").write_text(json.dumps({"runs": runs}))
+    args = argparse.Namespace(compare_with=[earlier], systems=["automl", "automl-ray"])
+    imported, shown = run_peers.compared_runs(args)
+    assert shown == ["flaml", "autogluon"]  # automl was run here: its old run is not shown
+    assert set(imported) == {("d", "flaml", 60), ("d", "autogluon", 60)}
+    assert imported[("d", "flaml", 60)]["compared_from"] == "b60-old"
+    args.compare_with = [tmp_path / "missing"]
+    with pytest.raises(SystemExit, match="no results.json"):
+        run_peers.compared_runs(args)

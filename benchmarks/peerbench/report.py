@@ -1,6 +1,7 @@
 """Aggregation (normalized scores, ranks, summaries) and the markdown report."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .scoring import normalize, ranks
@@ -134,6 +135,12 @@ def render(results: dict[str, Any]) -> str:
         f"- Split: {results['split']['description']}",
         f"- Scores: {results['scoring']}",
         f"- Load: {_load_note(results['runs'])}",
+    ]
+    if results.get("compared_with"):
+        lines.append("- Systems not run by this command are the runs of "
+                     + ", ".join(f"`{Path(p).name}`" for p in results["compared_with"])
+                     + " (same split and seed), rescored beside this run's")
+    lines += [
         "",
     ]
     lines += _table(

@@ -133,6 +133,9 @@ class Trainer(Protocol):
     - ``input_kinds``: the column kinds it reads; a learner that reads none of the data's
       kinds is left out. ``auto_kinds``: kinds that make it join the default learners.
     - ``portfolio(info)``: strong configurations tried after every learner's default.
+    - ``time_share``: a trial of it may be stopped at its share of the search time (the
+      default; see :mod:`automl.fidelity`). ``False`` for learners whose one long fit is
+      the point of the trial (fine-tuning a pretrained backbone): they keep the time left.
     - ``saved_types``, ``saved_functions``: what a saved model of this trainer may hold,
       because a model folder loads only exact, named types (see :mod:`automl.allowlist`):
       the exact dotted names (``module.Class``, as ``type(obj).__module__`` spells it) of
@@ -150,6 +153,7 @@ class Trainer(Protocol):
     needs_accelerator: ClassVar[bool] = False
     input_kinds: ClassVar[frozenset[str]] = TABULAR_KINDS
     auto_kinds: ClassVar[frozenset[str]] = frozenset()
+    time_share: ClassVar[bool] = True
     saved_types: ClassVar[frozenset[str]] = frozenset()
     saved_functions: ClassVar[frozenset[str]] = frozenset()
 
@@ -164,8 +168,8 @@ class Trainer(Protocol):
     def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted: ...
 
 
-OPTIONAL_HOOKS = ("style", "needs_accelerator", "input_kinds", "auto_kinds", "saved_types",
-                  "saved_functions", "portfolio")
+OPTIONAL_HOOKS = ("style", "needs_accelerator", "input_kinds", "auto_kinds", "time_share",
+                  "saved_types", "saved_functions", "portfolio")
 
 
 def as_fitted(result: Any) -> Fitted:

@@ -25,9 +25,10 @@ from automl import study as study_mod
 from automl.config import SearchConfig
 from automl.exceptions import ConfigError
 from automl.executors import Executor, Outcome
+from automl.fidelity import RowSample, trial_share
 from automl.objective import Objective, TrialSpec
 from automl.problem import Problem
-from automl.registry import get_trainer
+from automl.registry import get_trainer, trainer_class
 from automl.trial_files import (
     candidate_threshold,
     fold_models_path,
@@ -38,6 +39,7 @@ from automl.trial_files import (
 
 log = logging.getLogger("automl")
 STUDY_FORMAT = 1
+REFIT_MAX_SHARE = 0.25  # of the budget: the most the search stops early for the final refit
 HARD_KILL_GRACE_S = 2.0
 POLL_S = 0.1
 
@@ -188,7 +190,6 @@ class Controller:
         self.callbacks, self.on_result = list(callbacks), on_result
         self.oof_dir, self.fold_dir = oof_dir, fold_dir
         self.objective = Objective(problem, config)
-        self.best_so_far: float | None = None
         self.running: dict[int, tuple[optuna.Trial, float]] = {}  # number -> (trial, start)
         from automl.learner_choice import LearnerChooser
 
@@ -196,6 +197,14 @@ class Controller:
                                              seed=config.seed + len(study.trials))
         self.heartbeat_on = internals.heartbeat_enabled(study)
         self.heartbeats: _Heartbeats | None = None
+        # cost-aware fidelity (automl.fidelity): a time share per trial, a row sample per learner
+        self.share_s: float | None = None
+        self.rows: RowSample | None = None
+        if budget.time_budget:
+            self.share_s = trial_share(max(0.0, budget.remaining()))
+            self.rows = RowSample(n_train=problem.splits.n_train_rows, share_s=self.share_s)
+        self.n_kept = 5 if config.ensemble else 1  # trials whose first-split model is kept
+        self.row_limit: int | None = None  # at most this many training rows a fold (a rescue)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -258,16 +267,30 @@ class Controller:
         # never eats into the time kept for the refit and saving.
         wrap_up = min(max(1.0, 0.15 * limit), 15.0)
         hard = min(limit + HARD_KILL_GRACE_S, remaining + 0.5)
+        soft = max(0.5 * limit, limit - wrap_up)
+        max_rows = None
+        if self.share_s is not None and trainer_class(learner).time_share:
+            soft = min(soft, self.share_s)
+            max_rows = self.rows.for_learner(learner) if self.rows is not None else None
+        if self.row_limit is not None and self.row_limit < self.problem.splits.n_train_rows:
+            max_rows = min(max_rows or self.row_limit, self.row_limit)
         threshold = None
         if self.fold_dir is not None:
             threshold = candidate_threshold(self.study, self.problem.metric, learner)
         return TrialSpec(
             number=trial.number, learner=learner, params=params, seed=self.config.seed,
-            n_threads=self.config.threads_per_trial(len(self.problem.y)),
-            soft_s=max(0.5 * limit, limit - wrap_up), limit_s=hard,
+            n_threads=self.config.threads_per_trial(len(self.problem.y),
+                                                    self.problem.info.n_features),
+            soft_s=soft, limit_s=hard,
             accelerator=getattr(self.executor, "accelerator", "cpu"),
-            keep_model_if_better=self.best_so_far, keep_folds=self.fold_dir is not None,
-            fold_threshold=threshold)
+            keep_model_if_better=self._keep_threshold(), keep_folds=self.fold_dir is not None,
+            fold_threshold=threshold, max_train_rows=max_rows)
+
+    def _keep_threshold(self) -> float | None:
+        """A trial sends its first-split model back when it beats this: the value of the
+        ``n_kept``-th best trial so far (None: fewer trials, always send it)."""
+        best = study_mod.best_trials(self.study, self.problem.metric, self.n_kept)
+        return best[-1].value if len(best) >= self.n_kept else None
 
     # -- outcomes ----------------------------------------------------------------------------
     def _tell(self, number: int, outcome: Outcome) -> None:
@@ -302,6 +325,15 @@ class Controller:
                       result["folds_done"], result["n_folds"])
         if result.get("n_iterations"):
             trial.set_user_attr("n_iterations", int(result["n_iterations"]))
+        rows = result.get("train_rows")
+        if rows and rows < self.problem.splits.n_train_rows:
+            trial.set_user_attr("train_rows", int(rows))
+        if result.get("stopped_at_deadline"):
+            trial.set_user_attr("stopped_at_share", True)
+        if rows and self.rows is not None and trainer_class(trial.params["learner"]).time_share:
+            self.rows.observe(trial.params["learner"], rows=int(rows),
+                              fold_fit_s=float(result["fold_fit_time"]),
+                              stopped=bool(result.get("stopped_at_deadline")))
         for key, val in (result.get("balance") or {}).items():
             trial.set_user_attr(key, round(val, 6))
         if self.oof_dir is not None and result.get("oof") is not None:
@@ -312,20 +344,21 @@ class Controller:
             prune_fold_models(self.fold_dir, self.study, self.problem.metric)
         if self.on_result is not None:
             self.on_result(trial, result)
-        value = float(result["value"])
-        if self.best_so_far is None or self.problem.metric.better(value, self.best_so_far):
-            self.best_so_far = value
-        return value
+        return float(result["value"])
 
     def _update_reserve(self) -> None:
-        """Keep time for the final model: the expected refits of the best trials."""
+        """Keep time for the final model: the expected refit of the best trial. Other
+        ensemble members are refitted when time is left, else their first-split models are
+        used (the best ``n_kept`` are kept), so the search does not stop early for them; a
+        refit that would take over ``REFIT_MAX_SHARE`` of the budget is not waited for
+        either (the best trial's first-split model stands in when it does not fit)."""
         if not self.budget.time_budget:
             return
-        n_refit = 3 if self.config.ensemble else 1
-        best = study_mod.best_trials(self.study, self.problem.metric, n_refit)
-        est = sum(final_member_estimate(t, self.problem, self.fold_dir) for t in best)
+        best = study_mod.best_trials(self.study, self.problem.metric, 1)
+        est = sum(final_member_estimate(t, self.problem, self.fold_dir) for t in best) + 1.0
         floor = max(1.0, 0.05 * self.budget.time_budget)
-        self.budget.reserve = min(max(floor, est + 1.0), 0.4 * self.budget.time_budget)
+        self.budget.reserve = est if floor < est <= REFIT_MAX_SHARE * self.budget.time_budget \
+            else floor
 
     def _stop_running(self, exc: BaseException) -> None:
         """On Ctrl-C (or any error): stop every evaluation and record its trial as interrupted
@@ -346,6 +379,41 @@ class Controller:
         self.running.clear()
 
 
+RESCUE_LEARNERS = ("logistic", "ridge")  # the cheapest, surest fit of the built-in learners
+RESCUE_ROWS = 2_000
+
+
+def rescue(controller: Controller) -> None:
+    """When the search ended with no finished trial: one more trial on at most
+    ``RESCUE_ROWS`` training rows, so that a budget that can hold one model ends with one.
+    It is the next queued configuration (a learner's default or portfolio entry), else the
+    linear learner's default (else the first learner's); it runs in the time kept for the
+    final model plus part of the final model's grace (see
+    :func:`automl.final_model.build_model`)."""
+    study, problem, budget = controller.study, controller.problem, controller.budget
+    if not budget.time_budget:
+        return
+    budget.reserve = -0.25 * max(0.1 * budget.time_budget, 5.0)
+    if budget.remaining() <= 0.5:
+        return
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if waiting:
+        learner = str((waiting[0].system_attrs.get("fixed_params") or {}).get("learner", "the next "
+                                                                               "queued learner"))
+    else:
+        learner = next((n for n in problem.learners if n in RESCUE_LEARNERS), problem.learners[0])
+        params = get_trainer(learner).default(problem.info)
+        study.enqueue_trial({"learner": learner, **{study_mod.param_name(learner, k): v
+                                                    for k, v in params.items()}},
+                            user_attrs={"queued": "rescue"})
+    log.warning("no trial finished in the search; fitting %s on at most %d rows so that the run "
+                "ends with a model", learner, RESCUE_ROWS)
+    budget.n_trials = controller._finished() + len(controller.running) + 1
+    controller.share_s = max(0.5, budget.remaining() - 0.5)
+    controller.row_limit = RESCUE_ROWS
+    controller.run()
+
+
 SAVE_BYTES_PER_S = 50 * 2**20  # skops writes ~100 MB/s; half that, with the checksum and the disk
 
 
@@ -361,7 +429,9 @@ def final_member_estimate(trial: FrozenTrial, problem: Problem, fold_dir: str | 
 
 
 def refit_estimate(trial: FrozenTrial, problem: Problem) -> float:
-    """Seconds a refit on all rows is expected to take, from the trial's fold fit time."""
+    """Seconds a refit on all rows is expected to take, from the trial's fold fit time (on
+    its sample of the rows, when it had one)."""
     per_fold = float(trial.user_attrs.get("fold_fit_time", trial.user_attrs.get("fit_time", 1.0)))
-    scale = len(problem.y) / max(1, problem.splits.n_train_rows)
+    rows = trial.user_attrs.get("train_rows") or problem.splits.n_train_rows
+    scale = len(problem.y) / max(1, rows)
     return per_fold * scale * 1.3 + 0.5

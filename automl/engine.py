@@ -24,7 +24,7 @@ import pandas as pd
 
 from automl.config import SearchConfig
 from automl.contracts import DataInfo
-from automl.controller import Budget, Controller, open_study
+from automl.controller import Budget, Controller, open_study, rescue
 from automl.data import Target
 from automl.exceptions import DataError
 from automl.executors import Executor, make_executor
@@ -167,7 +167,8 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                         trial_timeout=config.trial_timeout)
         if config.time_budget:
             budget.reserve = max(1.0, 0.05 * config.time_budget)
-        fallback = FallbackModel(problem.metric)  # in case the best trial's refit fails
+        # in case a refit fails or has no time left
+        fallback = FallbackModel(problem.metric, keep=5 if config.ensemble else 1)
         keep = fallback.offer
 
         oof_dir = config.extra.get("oof_dir")
@@ -185,8 +186,11 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
             executor.start(problem)
             _shared_preprocessing(problem, executor, config, budget)
             search_start = time.monotonic()
-            Controller(study, problem, config, executor, budget, callbacks=callbacks,
-                       on_result=keep, oof_dir=oof_dir, fold_dir=fold_dir).run()
+            controller = Controller(study, problem, config, executor, budget, callbacks=callbacks,
+                                    on_result=keep, oof_dir=oof_dir, fold_dir=fold_dir)
+            controller.run()
+            if not best_trials(study, problem.metric, 1):
+                rescue(controller)
             if not best_trials(study, problem.metric, 1):
                 raise no_success_error(study, budget, search_start)
             model = build_model(problem, config, study, budget, executor, fallback.models, oof_dir,

@@ -72,7 +72,8 @@ def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial, dead
         n_iterations = max(1, int(round(trial.user_attrs["n_iterations"] * scale)))
     limit = max(0.1, deadline - time.monotonic())
     spec = TrialSpec(number=trial.number, learner=learner, params=params, seed=config.seed,
-                     n_threads=config.threads_per_trial(len(problem.y)), soft_s=limit, limit_s=limit,
+                     n_threads=config.threads_per_trial(len(problem.y), problem.info.n_features),
+                     soft_s=limit, limit_s=limit,
                      accelerator=getattr(executor, "accelerator", "cpu"), n_iterations=n_iterations)
     outcome = executor.call(refit, spec)
     if outcome.status == "ok":
@@ -93,9 +94,15 @@ def select_ensemble(problem: Problem, study: optuna.Study,
     by_number = {t.number: t for t in ranked}
     candidates = [by_number[n] for n in candidate_numbers(study, problem.metric)]
     oof = load_oof(oof_dir, [t.number for t in candidates]) if oof_dir else {}
-    # trials stopped after some folds have gaps in their out-of-fold predictions
-    oof = {n: a for n, a in oof.items() if not np.isnan(a).any()}
-    if len(oof) < 2 or ranked[0].number not in oof:
+    # trials stopped after some folds have gaps in their out-of-fold predictions: the
+    # ensemble is chosen on the rows the best trial was validated on, from the trials
+    # validated on all of them (when every trial stopped after the first fold: that fold)
+    if ranked[0].number not in oof:
+        return [ranked[0]], [1.0], None
+    n = len(problem.y)
+    covered = ~np.isnan(oof[ranked[0].number].reshape(n, -1)).any(axis=1)
+    oof = {num: a for num, a in oof.items() if not np.isnan(a.reshape(n, -1)[covered]).any()}
+    if len(oof) < 2:
         return [ranked[0]], [1.0], None
     k = problem.info.n_classes
     folds = np.full(len(problem.y), -1)
@@ -113,34 +120,46 @@ def select_ensemble(problem: Problem, study: optuna.Study,
 
 
 class FallbackModel:
-    """The best trial's own model (trained on its first split, pickled), kept so that a
-    failed refit of that trial still ends with a model.
+    """The best trials' own models (each trained on its trial's first split, pickled), kept
+    so that a failed or unaffordable refit still ends with a model: the best trial's model
+    stands in for its refit, and an ensemble member with no time left for its refit joins
+    with its kept model instead of being left out.
 
-    Trials that run concurrently (``--n-jobs``, Ray) were all asked for their model while
-    none had finished, so results arrive in any order: the best one's is kept, not the
-    last one's.
+    Trials that run concurrently (``--n-jobs``, Ray) send their model while others run, so
+    results arrive in any order: the ``keep`` best are kept, not the last ones; kept bytes
+    beyond ``max_bytes`` drop the worst.
 
     Example:
         >>> from automl.contracts import Task
         >>> from automl.metrics import get_metric
-        >>> keep = FallbackModel(get_metric("auto", Task.BINARY))  # ROC AUC: higher is better
-        >>> for number, value in ((1, 0.80), (0, 0.90), (2, 0.85)):
+        >>> keep = FallbackModel(get_metric("auto", Task.BINARY), keep=2)  # ROC AUC: higher is better
+        >>> for number, value in ((1, 0.80), (0, 0.90), (2, 0.85), (3, 0.70)):
         ...     keep.offer(type("T", (), {"number": number})(), {"value": value, "model": b"m"})
-        >>> list(keep.models)
-        [0]
+        >>> sorted(keep.models)
+        [0, 2]
     """
 
-    def __init__(self, metric: Any) -> None:
-        self.metric = metric
+    def __init__(self, metric: Any, keep: int = 1, max_bytes: int = 256 * 2**20) -> None:
+        self.metric, self.keep, self.max_bytes = metric, keep, max_bytes
         self.models: dict[int, Any] = {}
-        self.value: float | None = None
+        self.values: dict[int, float] = {}
 
     def offer(self, trial: Any, result: dict[str, Any]) -> None:
-        value = float(result["value"])
-        if result.get("model") is None or (self.value is not None and not self.metric.better(value, self.value)):
+        if result.get("model") is None:
             return
-        self.models = {trial.number: result["model"]}
-        self.value = value
+        self.models[trial.number] = result["model"]
+        self.values[trial.number] = float(result["value"])
+        ranked = sorted(self.values, key=self.values.__getitem__,
+                        reverse=self.metric.greater_is_better)
+        kept, total = [], 0
+        for number in ranked[:self.keep]:
+            size = len(self.models[number]) if isinstance(self.models[number], bytes) else 0
+            if kept and total + size > self.max_bytes:
+                break
+            kept.append(number)
+            total += size
+        self.models = {n: self.models[n] for n in kept}
+        self.values = {n: self.values[n] for n in kept}
 
 
 def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, budget: Budget,
@@ -172,13 +191,13 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
             continue
         # the first (heaviest) member may use the slack; the others must fit in the budget
         deadline = hard if i == 0 else min(hard, budget.end if budget.time_budget else hard)
-        if i > 0 and time.monotonic() + refit_estimate(trial, problem) > deadline:
+        kept = (fallback or {}).get(trial.number)
+        if i > 0 and kept is None and time.monotonic() + refit_estimate(trial, problem) > deadline:
             log.info("no time left to refit ensemble member trial %d; leaving it out", trial.number)
             continue
-        kept = (fallback or {}).get(trial.number) if i == 0 else None
         est: Any
         if kept is not None and time.monotonic() + refit_estimate(trial, problem) > deadline:
-            log.info("no time to refit trial %d on all rows; keeping its model trained on the "
+            log.info("no time to refit trial %d on all rows; using its model trained on the "
                      "first split", trial.number)
             est = kept
         else:

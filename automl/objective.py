@@ -47,6 +47,7 @@ class TrialSpec:
     keep_folds: bool = False  # with k-fold validation: send the fold models back (bagging)
     fold_threshold: float | None = None  # ... when the value beats this (None: always)
     n_iterations: int | None = None  # a refit: the rounds the trial's early stopping chose, scaled
+    max_train_rows: int | None = None  # train each fold on a sample of its rows (automl.fidelity)
 
 
 class TrialReporter:
@@ -109,10 +110,12 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
     n_folds = len(problem.splits.folds)
     for i, (_, va) in enumerate(problem.splits.folds):
         data = problem.fit_data(i, seed=spec.seed, n_threads=spec.n_threads, deadline=deadline,
-                                accelerator=accelerator)
+                                accelerator=accelerator, max_rows=spec.max_train_rows)
         t0 = time.perf_counter()
         fitted = as_fitted(trainer.fit(spec.params, data, reporter if i == 0 else NullReporter()))
         fit_times.append(time.perf_counter() - t0)
+        if i == 0:
+            train_rows, stopped = len(data.y_train), time.monotonic() > deadline
         model = fitted.estimator
         pred = predict_scores(model, data.X_valid, info.task, k)
         if oof is None:
@@ -129,10 +132,10 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
             first_model = model
         if bagging:
             fold_models.append(model)
-        if time.monotonic() > deadline and i + 1 < n_folds:
-            # out of time: the folds done so far are a usable, lower-fidelity result (their
-            # mean), not a failure; its out-of-fold predictions have gaps, so ensemble
-            # selection leaves it out
+        if i + 1 < n_folds and time.monotonic() + 0.5 * np.mean(fit_times) > deadline:
+            # out of time (the next fold would run well past the trial's share): the folds
+            # done so far are a usable, lower-fidelity result (their mean), not a failure;
+            # its out-of-fold predictions have gaps, so ensemble selection leaves it out
             break
     value = float(np.mean(fold_scores))
     result: dict[str, Any] = {
@@ -140,6 +143,7 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
         "fold_fit_time": float(np.mean(fit_times)), "oof": oof,
         "n_iterations": int(np.median(iterations)) if iterations else None,
         "folds_done": len(fold_scores), "n_folds": n_folds,
+        "train_rows": train_rows, "stopped_at_deadline": stopped,
     }
     if info.task.is_classification and oof is not None:
         valid = ~np.isnan(oof).any(axis=1)

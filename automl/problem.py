@@ -36,17 +36,51 @@ class Problem:
     pre_cache: dict[int, dict[str, tuple[Any, Any, Any]]] = field(default_factory=dict)
 
     def fit_data(self, fold: int | None, *, seed: int, n_threads: int, deadline: float,
-                 accelerator: str = "cpu", n_iterations: int | None = None) -> FitData:
+                 accelerator: str = "cpu", n_iterations: int | None = None,
+                 max_rows: int | None = None) -> FitData:
         """The training job of split ``fold`` (its training and validation parts and the
         shared preprocessing fitted on it), or with ``fold=None`` of all rows (a refit, no
-        validation part); the one place a :class:`FitData` is built from a problem."""
+        validation part); the one place a :class:`FitData` is built from a problem.
+        ``max_rows``: train on a seeded sample of the training part (the validation part
+        stays whole; see :mod:`automl.fidelity`)."""
         common = dict(info=self.info, metric=self.metric, seed=seed, n_threads=n_threads,
                       deadline=deadline, accelerator=accelerator, n_iterations=n_iterations)
         if fold is None:
             return FitData(X_train=self.X, y_train=self.y, X_valid=None, y_valid=None, **common)
         tr, va = self.splits.folds[fold]
+        shared = self.pre_cache.get(fold, {})
+        if max_rows is not None and max_rows < len(tr):
+            pos = sample_positions(self.y[tr], max_rows, seed + fold, self.info.task.is_classification)
+            tr = tr[pos]
+            shared = {key: (pre, take_rows(Xt, pos), Xv) for key, (pre, Xt, Xv) in shared.items()}
         return FitData(X_train=self.X.iloc[tr], y_train=self.y[tr], X_valid=self.X.iloc[va],
-                       y_valid=self.y[va], preprocessed=self.pre_cache.get(fold, {}), **common)
+                       y_valid=self.y[va], preprocessed=shared, **common)
+
+
+def sample_positions(y: np.ndarray, n: int, seed: int, classification: bool) -> np.ndarray:
+    """Sorted positions of a seeded sample of about ``n`` of ``y``'s rows; for
+    classification, every class keeps its share and at least two rows (or all it has).
+
+    Example:
+        >>> y = np.array([0] * 90 + [1] * 10)
+        >>> pos = sample_positions(y, 20, seed=0, classification=True)
+        >>> len(pos), int(y[pos].sum())
+        (20, 2)
+    """
+    rng = np.random.default_rng(seed)
+    if not classification:
+        return np.sort(rng.choice(len(y), size=n, replace=False))
+    picks = []
+    for cls in np.unique(y):
+        where = np.flatnonzero(y == cls)
+        k = min(len(where), max(2, int(round(n * len(where) / len(y)))))
+        picks.append(rng.choice(where, size=k, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def take_rows(X: Any, pos: np.ndarray) -> Any:
+    """Rows ``pos`` of a frame, an array or a sparse matrix."""
+    return X.iloc[pos] if hasattr(X, "iloc") else X[pos]
 
 
 def preprocess_folds(problem: Problem, styles: Sequence[str], seed: int) -> dict[int, dict[str, Any]]:

@@ -35,6 +35,18 @@ class SleepyTrainer(LogisticTrainer):
 
 
 @register
+class RowSleepyTrainer(LogisticTrainer):
+    """Logistic regression whose fit sleeps ``AUTOML_TEST_SLEEP_PER_ROW_S`` per training row
+    and ignores deadlines (a learner whose one fit cannot stop early and grows with rows)."""
+
+    name = "rowsleepy"
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
+        time.sleep(float(os.environ.get("AUTOML_TEST_SLEEP_PER_ROW_S", "0")) * len(data.y_train))
+        return super().fit(params, data, reporter)
+
+
+@register
 class HangTrainer(LogisticTrainer):
     """Never returns: ignores its deadline, so only a hard kill stops it."""
 

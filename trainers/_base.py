@@ -87,6 +87,14 @@ def score_model(model: Any, Xv: Any, data: FitData) -> float:
     return data.metric(data.y_valid, pred, data.info.n_classes)
 
 
+def fits_before_deadline(data: FitData, start: float, done: int, more: int) -> bool:
+    """Whether ``more`` stages (trees, iterations) fit before the trial's soft deadline, at
+    the pace of the ``done`` stages fitted since ``start``: a staged trainer stops before a
+    step it cannot finish rather than run past its time (and be killed)."""
+    per_stage = (time.monotonic() - start) / max(1, done)
+    return time.monotonic() + 0.5 * per_stage * more <= data.deadline
+
+
 def past_deadline(data: FitData) -> bool:
     """True once the trial's soft deadline has passed (stop adding stages, keep the model)."""
     return time.monotonic() > data.deadline

@@ -68,6 +68,7 @@ class _ImageLearner(Trainer):
     tasks: ClassVar[frozenset[Task]] = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
     input_kinds: ClassVar[frozenset[str]] = frozenset({"image"})
     auto_kinds: ClassVar[frozenset[str]] = frozenset({"image"})  # searched by default on images
+    time_share: ClassVar[bool] = False  # one fine-tuning or probe fit is the whole trial
     saved_types: ClassVar[frozenset[str]] = frozenset({ESTIMATOR})
     needs_accelerator: ClassVar[bool] = True
 

@@ -7,6 +7,8 @@ every trial, so the pruner compares like with like).
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,12 +26,18 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from automl.contracts import FitData, Fitted, Task
 from automl.preprocessing import categorical_indices
 from search_spaces import forest, hist_gb, knn, linear
-from trainers._base import PreprocessedTrainer, n_threads, past_deadline, score_model
+from trainers._base import (
+    PreprocessedTrainer,
+    fits_before_deadline,
+    n_threads,
+    past_deadline,
+    score_model,
+)
 
 CLF = frozenset({Task.BINARY, Task.MULTICLASS})
 REG = frozenset({Task.REGRESSION})
 ALL = CLF | REG
-HGB_STAGES = (32, 64, 128, 256, 512, 1024)
+HGB_STAGES = (8, 16, 32, 64, 128, 256, 512, 1024)  # small first stages: wide data is slow
 FOREST_STEPS = 4
 _HGB = "sklearn.ensemble._hist_gradient_boosting."
 
@@ -122,8 +130,12 @@ class _ForestTrainer(PreprocessedTrainer):
 
     def fit_model(self, model, pre, Xt, Xv, data, reporter):  # noqa: D102
         total = int(model.n_estimators)
+        start = time.monotonic()
         for step in range(1, FOREST_STEPS + 1):
-            model.set_params(n_estimators=max(1, total * step // FOREST_STEPS))
+            done, target = len(getattr(model, "estimators_", ())), max(1, total * step // FOREST_STEPS)
+            if done and not fits_before_deadline(data, start, done, target - done):
+                break
+            model.set_params(n_estimators=target)
             model.fit(Xt, data.y_train, sample_weight=data.sample_weight)
             if Xv is not None and step < FOREST_STEPS:
                 reporter.report(step, score_model(model, Xv, data))
@@ -193,7 +205,11 @@ class HistGBTrainer(PreprocessedTrainer):
             model.set_params(max_iter=max(1, iters), early_stopping=False)
             return model.fit(Xt, data.y_train, sample_weight=data.sample_weight)
         model.set_params(early_stopping=True, n_iter_no_change=20, scoring="loss")
+        start = time.monotonic()
         for stage in HGB_STAGES:
+            done = int(getattr(model, "n_iter_", 0))
+            if done and not fits_before_deadline(data, start, done, stage - done):
+                break
             model.set_params(max_iter=stage)
             model.fit(Xt, data.y_train, sample_weight=data.sample_weight,
                       X_val=Xv, y_val=data.y_valid)

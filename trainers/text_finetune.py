@@ -135,6 +135,7 @@ class TextFinetuneTrainer(Trainer):
     name = "text_finetune"
     tasks = frozenset({Task.BINARY, Task.MULTICLASS, Task.REGRESSION})
     needs_accelerator = True
+    time_share = False  # one fine-tuning run is the whole trial
     saved_types: ClassVar[frozenset[str]] = frozenset({"trainers.text_network.TextFinetuneEstimator"})
 
     def __init__(self) -> None:

@@ -131,8 +131,10 @@ def refit_on_first_split(run: RunFolder, study: Any) -> Validation:
     tr, va = problem.splits.folds[0]
     X_valid, y_valid = problem.X.iloc[va], problem.y[va]
     per_fold = float(trial.user_attrs.get("fold_fit_time", trial.user_attrs.get("fit_time", 10.0)))
-    data = problem.fit_data(0, seed=seed, n_threads=config.threads_per_trial(len(problem.y)),
-                            deadline=time.monotonic() + max(60.0, 10 * per_fold))
+    threads = config.threads_per_trial(len(problem.y), problem.info.n_features)
+    data = problem.fit_data(0, seed=seed, n_threads=threads,
+                            deadline=time.monotonic() + max(60.0, 10 * per_fold),
+                            max_rows=trial.user_attrs.get("train_rows"))
     t0 = time.perf_counter()
     with quiet_logs():
         estimator = as_fitted(get_trainer(learner).fit(params, data, NullReporter())).estimator

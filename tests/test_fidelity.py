@@ -1,0 +1,120 @@
+"""Cost-aware fidelity (automl.fidelity): a trial's time share, the per-learner row sample,
+the final model's use of the best trials' kept models. The wide-table and rescue runs are
+in test_always_a_model.py; RowSample's rules are its doctest."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from automl.config import SearchConfig
+from automl.contracts import Task
+from automl.data import prepare_target
+from automl.engine import prepare_problem
+from automl.fidelity import RowSample
+from automl.final_model import FallbackModel, select_ensemble
+from automl.metrics import get_metric
+from automl.objective import TrialSpec, cross_validate
+from automl.problem import preprocess_folds, sample_positions
+from automl.testing import tiny_frame
+from automl.trial_files import save_oof
+
+
+def _problem(task=Task.BINARY, rows=200, **config):
+    frame, target = tiny_frame(task, rows=rows)
+    X, t = prepare_target(frame, target)
+    return prepare_problem(X, t, SearchConfig(n_trials=1, **config).validate())
+
+
+@pytest.mark.parametrize("task", [Task.BINARY, Task.MULTICLASS, Task.REGRESSION])
+def test_a_sampled_fold_trains_on_its_own_training_rows_with_the_shared_preprocessing(task):
+    problem = _problem(task, rows=150)
+    problem.pre_cache = preprocess_folds(problem, ["linear"], seed=0)
+    full = problem.fit_data(1, seed=0, n_threads=1, deadline=time.monotonic() + 60)
+    part = problem.fit_data(1, seed=0, n_threads=1, deadline=time.monotonic() + 60, max_rows=40)
+    assert 38 <= len(part.y_train) <= 42 and len(part.y_valid) == len(full.y_valid)
+    assert set(part.X_train.index) <= set(full.X_train.index)  # never a validation row
+    (key, (pre, Xt, _)), = part.preprocessed.items()
+    np.testing.assert_allclose(np.asarray(Xt), np.asarray(pre.transform(part.X_train)))
+    if task.is_classification:  # every class keeps rows
+        assert set(part.y_train) == set(full.y_train)
+    again = problem.fit_data(1, seed=0, n_threads=1, deadline=time.monotonic() + 60, max_rows=40)
+    assert list(again.X_train.index) == list(part.X_train.index)  # seeded
+
+
+def test_a_rare_class_keeps_two_rows_in_a_sample():
+    y = np.array([0] * 995 + [1] * 5)
+    pos = sample_positions(y, 100, seed=3, classification=True)
+    assert int((y[pos] == 1).sum()) == 2 and 100 <= len(pos) <= 102  # about 100
+
+
+def test_a_trial_past_its_share_stops_after_the_fold_and_says_so():
+    problem = _problem(rows=200)
+    spec = TrialSpec(number=0, learner="random_forest", params={
+        "n_estimators": 200, "max_features": 0.5, "min_samples_leaf": 1, "criterion": "gini",
+        "class_weight": None}, seed=0, n_threads=1, soft_s=0.0, limit_s=60, max_train_rows=60)
+    result = cross_validate(problem, spec, reporter=_NoPrune(), deadline=time.monotonic())
+    assert result["folds_done"] == 1 and result["n_folds"] == 5
+    assert result["stopped_at_deadline"] and result["train_rows"] <= 62
+    assert np.isfinite(result["value"])
+
+
+class _NoPrune:
+    def report(self, step, value):
+        return None
+
+
+def test_row_sample_never_goes_below_the_floor_or_above_all_rows():
+    rows = RowSample(n_train=5_000, share_s=1.0)
+    rows.observe("knn", rows=5_000, fold_fit_s=100.0, stopped=True)
+    assert rows.for_learner("knn") == 2_500
+    rows.observe("knn", rows=1_000, fold_fit_s=100.0, stopped=True)
+    assert rows.for_learner("knn") == 1_000  # MIN_ROWS
+    rows.observe("knn", rows=1_000, fold_fit_s=0.001, stopped=False)
+    assert rows.for_learner("knn") == 2_000  # doubles
+    rows.observe("knn", rows=4_000, fold_fit_s=0.001, stopped=False)
+    assert rows.for_learner("knn") is None  # all rows
+    small = RowSample(n_train=300, share_s=1.0)
+    small.observe("knn", rows=300, fold_fit_s=100.0, stopped=True)
+    assert small.for_learner("knn") is None  # fewer rows than the floor: all of them
+
+
+def test_fallback_keeps_the_best_models_within_a_byte_cap():
+    keep = FallbackModel(get_metric("rmse", Task.REGRESSION), keep=3, max_bytes=10)
+    for number, value, blob in ((0, 5.0, b"aaaa"), (1, 3.0, b"bbbb"), (2, 4.0, b"cccc"),
+                                (3, 9.0, b"ddd")):
+        keep.offer(type("T", (), {"number": number})(), {"value": value, "model": blob})
+    assert list(keep.models) == [1, 2]  # the third best (0) would pass 10 bytes
+    keep.offer(type("T", (), {"number": 4})(), {"value": 1.0, "model": None})
+    assert list(keep.models) == [1, 2]  # a trial that sent no model changes nothing
+
+
+def test_trials_stopped_after_their_first_fold_still_form_an_ensemble(tmp_path):
+    """Every trial validated on the first fold only: the ensemble is chosen on that fold's
+    rows (before, gaps left every such trial out, so wide tables got no ensemble)."""
+    problem = _problem(Task.REGRESSION, rows=150, include=["ridge"], cv=3)
+    _, va = problem.splits.folds[0]
+    y = problem.y.astype(float)
+    metric = problem.metric
+    study = optuna.create_study(direction=metric.direction)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 20, len(y))
+    preds = {0: y + noise, 1: y - noise, 2: y + 3 * noise}
+    for number, pred in preds.items():
+        oof = np.full(len(y), np.nan)
+        oof[va] = pred[va]
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, value=metric(y[va], pred[va], 0),
+            params={"learner": "ridge"},
+            distributions={"learner": optuna.distributions.CategoricalDistribution(["ridge"])},
+            user_attrs={"partial_folds": "1/3"}))
+        save_oof(str(tmp_path), number, oof.astype(np.float32))
+    trials, weights, score = select_ensemble(problem, study, str(tmp_path))
+    assert sorted(t.number for t in trials) == [0, 1] and score is not None
+    assert score < min(t.value for t in study.trials)
+    pickle.dumps(weights)

@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
+from automl.calibration import choose_temperature
 from automl.config import SearchConfig
 from automl.controller import Budget, refit_estimate
 from automl.exceptions import SearchFailedError
@@ -227,6 +228,9 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
     )
     model.validation_score = ens_score if (ens_score is not None and len(members) == len(trials)) \
         else trials[0].value
+    if problem.info.task.is_classification:
+        model.temperature = choose_temperature(problem.y, oof_dir, [d["trial"] for d in desc],
+                                               kept_w, problem.metric.name)
     return model
 
 

@@ -35,6 +35,7 @@ class AutoMLModel:
     weights: list[float]
     description: list[dict[str, Any]] = field(default_factory=list)  # learner, params, trial
     validation_score: float | None = None  # of the whole model (ensemble or single trial)
+    temperature: float = 1.0  # class probabilities' temperature (automl.calibration)
 
     @property
     def n_classes(self) -> int:
@@ -69,8 +70,12 @@ class AutoMLModel:
             pred = predict_scores(member, Xc, self.task, self.n_classes) * w
             total = pred if total is None else total + pred
         assert total is not None
-        wsum = float(sum(self.weights))
-        return total / wsum
+        scores = total / float(sum(self.weights))
+        if self.task.is_classification and self.temperature != 1.0:
+            from automl.calibration import scale
+
+            scores = scale(scores, self.temperature)
+        return scores
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         scores = self.predict_scores(X)

@@ -39,7 +39,7 @@ MANIFEST = "manifest.json"
 FORMAT = "automl-model"
 FORMAT_VERSION = 2  # 2: a header in each model file, exact allowlist (1 trusted name prefixes)
 HEADER = "automl-header.json"  # inside each model file's zip, beside skops' schema.json
-MODEL_KEYS = ("task", "target", "metric", "classes", "schema", "validation_score")
+MODEL_KEYS = ("task", "target", "metric", "classes", "schema", "validation_score", "temperature")
 _FILE_KEYS = ("file", "sha256", "weight")  # a member's entry in the manifest, beside its description
 PACKAGES = ("automl", "scikit-learn", "lightgbm", "catboost", "numpy", "pandas", "optuna", "skops", "scipy")
 
@@ -104,7 +104,7 @@ def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | N
     about = _jsonable({
         "task": model.task.value, "metric": model.metric, "target": model.target,
         "classes": model.classes, "schema": model.schema.to_dict(),
-        "validation_score": model.validation_score,
+        "validation_score": model.validation_score, "temperature": float(model.temperature),
     })
     members = []
     n = len(model.members)
@@ -309,8 +309,18 @@ def load_model(folder: str | Path) -> AutoMLModel:
         schema=FeatureSchema.from_dict(manifest["schema"]), task=Task(manifest["task"]),
         classes=manifest.get("classes"), metric=manifest.get("metric", ""),
         target=manifest.get("target", ""), members=members, weights=weights, description=desc,
-        validation_score=manifest.get("validation_score"),
+        validation_score=manifest.get("validation_score"), temperature=_temperature(manifest),
     )
+
+
+def _temperature(manifest: dict[str, Any]) -> float:
+    value = manifest.get("temperature", 1.0)
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ModelFileError(f"the manifest's temperature {value!r} is not a positive number; refit "
+                             "the model or restore the folder.")
+    return float(value)
 
 
 def _build(sio: Any, name: str, data: bytes, names: frozenset[str]) -> Any:

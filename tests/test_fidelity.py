@@ -118,3 +118,43 @@ def test_trials_stopped_after_their_first_fold_still_form_an_ensemble(tmp_path):
     assert sorted(t.number for t in trials) == [0, 1] and score is not None
     assert score < min(t.value for t in study.trials)
     pickle.dumps(weights)
+
+
+def test_an_over_confident_model_is_calibrated_and_the_temperature_is_saved(tmp_path):
+    """Temperature scaling (automl.calibration) on the final model where log loss is the
+    metric: fitted on the out-of-fold blend, saved in the model folder, applied by predict."""
+    from automl.calibration import choose_temperature, scale
+    from automl.model import AutoMLModel
+    from automl.persistence import load_model, save_model
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    right = rng.random(600) < 0.7  # right 70% of the time, but 98% sure
+    guess = np.where(right, y, (y + 1) % 3)
+    oof = np.full((600, 3), 0.01)
+    oof[np.arange(600), guess] = 0.98
+    save_oof(str(tmp_path), 7, oof.astype(np.float32))
+    t = choose_temperature(y, str(tmp_path), [7], [1.0], "log_loss")
+    assert t > 1.5
+    assert choose_temperature(y, str(tmp_path), [7], [1.0], "accuracy") == 1.0
+    calibrated = scale(oof, t)
+    assert (calibrated.argmax(axis=1) == guess).all()  # ranking unchanged
+    assert calibrated[np.arange(600), guess].max() < 0.9
+
+    problem = _problem(Task.MULTICLASS, rows=90, include=["logistic"])
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from automl.preprocessing import make_preprocessor
+
+    member = Pipeline([("preprocess", make_preprocessor(problem.info.schema, "linear", seed=0,
+                                                          n_rows=90, task=problem.info.task)),
+                       ("model", LogisticRegression(max_iter=500))]).fit(problem.X, problem.y)
+    model = AutoMLModel(schema=problem.info.schema, task=problem.info.task, classes=problem.classes,
+                        metric="log_loss", target="y", members=[member], weights=[1.0],
+                        description=[{"trial": 0, "learner": "logistic"}], temperature=0.5)
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.temperature == 0.5
+    np.testing.assert_allclose(loaded.predict_scores(problem.X),
+                               scale(member.predict_proba(problem.X), 0.5), rtol=1e-6)

@@ -255,10 +255,12 @@ def _schema_kind(m):
     (_edit("target", "other"), "target"),
     (_edit("metric", "accuracy"), "metric"),
     (_edit("validation_score", 0.999), "validation_score"),
+    (_edit("temperature", 3.0), "temperature"),
     (_schema_kind, "schema"),
     (_member("weight", 0.5), "weight"),
     (_member("learner", "lightgbm"), "description"),
-], ids=["classes-reversed", "task", "target", "metric", "score", "schema", "weight", "learner"])
+], ids=["classes-reversed", "task", "target", "metric", "score", "temperature", "schema", "weight",
+        "learner"])
 def test_a_hand_edited_manifest_is_refused(fitted, tmp_path, edit, what):
     folder, data = _copy(fitted, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())

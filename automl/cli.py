@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import json
 import logging
 import os
@@ -112,9 +113,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         progress = make_progress(getattr(args, "progress", "auto"), config, quiet=args.quiet,
                                  start=start)
         try:
-            result = engine.fit(X, target, config, target_name=args.target, storage_url=storage,
-                                study_name=args.study_name, resume=args.resume, start=start,
-                                callbacks=[progress], owned_storage=args.storage is None)
+            problem = engine.prepare_problem(X, target, config)
+            # the read table and its raw features are not needed any more: freed before the
+            # trial processes fork, which would each keep them mapped (issue 12: memory)
+            del df, X, target
+            gc.collect()
+            result = engine.fit_problem(problem, config, target_name=args.target,
+                                        storage_url=storage, study_name=args.study_name,
+                                        resume=args.resume, start=start, callbacks=[progress],
+                                        owned_storage=args.storage is None)
         except BaseException:
             progress.close()
             raise

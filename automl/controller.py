@@ -25,7 +25,7 @@ from automl import study as study_mod
 from automl.config import SearchConfig
 from automl.exceptions import ConfigError
 from automl.executors import Executor, Outcome
-from automl.fidelity import RowSample, trial_share
+from automl.fidelity import GROW_FRACTION, RowSample, trial_share
 from automl.objective import Objective, TrialSpec
 from automl.problem import Problem
 from automl.registry import get_trainer, trainer_class
@@ -202,7 +202,7 @@ class Controller:
         self.rows: RowSample | None = None
         if budget.time_budget:
             self.share_s = trial_share(max(0.0, budget.remaining()))
-            self.rows = RowSample(n_train=problem.splits.n_train_rows, share_s=self.share_s)
+            self.rows = RowSample(n_train=problem.splits.n_train_rows)
         self.n_kept = 5 if config.ensemble else 1  # trials whose first-split model is kept
         self.row_limit: int | None = None  # at most this many training rows a fold (a rescue)
 
@@ -268,10 +268,13 @@ class Controller:
         wrap_up = min(max(1.0, 0.15 * limit), 15.0)
         hard = min(limit + HARD_KILL_GRACE_S, remaining + 0.5)
         soft = max(0.5 * limit, limit - wrap_up)
-        max_rows = None
-        if self.share_s is not None and trainer_class(learner).time_share:
-            soft = min(soft, self.share_s)
-            max_rows = self.rows.for_learner(learner) if self.rows is not None else None
+        max_rows = fold_s = None
+        if self.share_s is not None and self.rows is not None and trainer_class(learner).time_share:
+            # no new fold after its share for a learner of unknown cost, after half the time
+            # left for one of known cost, whose folds train on as many rows as fit that
+            fold_s = self.share_s if not self.rows.known(learner) else \
+                max(self.share_s, GROW_FRACTION * remaining)
+            max_rows = self.rows.for_learner(learner, min(fold_s, soft))
         if self.row_limit is not None and self.row_limit < self.problem.splits.n_train_rows:
             max_rows = min(max_rows or self.row_limit, self.row_limit)
         threshold = None
@@ -284,7 +287,7 @@ class Controller:
             soft_s=soft, limit_s=hard,
             accelerator=getattr(self.executor, "accelerator", "cpu"),
             keep_model_if_better=self._keep_threshold(), keep_folds=self.fold_dir is not None,
-            fold_threshold=threshold, max_train_rows=max_rows)
+            fold_threshold=threshold, max_train_rows=max_rows, fold_s=fold_s)
 
     def _keep_threshold(self) -> float | None:
         """A trial sends its first-split model back when it beats this: the value of the

@@ -48,6 +48,7 @@ class TrialSpec:
     fold_threshold: float | None = None  # ... when the value beats this (None: always)
     n_iterations: int | None = None  # a refit: the rounds the trial's early stopping chose, scaled
     max_train_rows: int | None = None  # train each fold on a sample of its rows (automl.fidelity)
+    fold_s: float | None = None  # start no new fold after this (automl.fidelity); None: soft_s
 
 
 class TrialReporter:
@@ -88,15 +89,20 @@ def evaluate(problem: Problem, spec: TrialSpec, reporter: Any) -> dict[str, Any]
     if accelerator == "auto":  # resolved where the trial runs (a Ray worker may have a GPU)
         accelerator = SearchConfig(accelerator="auto").resolved_accelerator()
     with threadpool_limits(limits=max(1, spec.n_threads)):
-        return cross_validate(problem, spec, reporter, deadline=time.monotonic() + spec.soft_s,
-                              accelerator=accelerator)
+        now = time.monotonic()
+        return cross_validate(problem, spec, reporter, deadline=now + spec.soft_s,
+                              accelerator=accelerator,
+                              fold_deadline=None if spec.fold_s is None else now + spec.fold_s)
 
 
 def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline: float,
-                   accelerator: str = "cpu") -> dict[str, Any]:
+                   accelerator: str = "cpu", fold_deadline: float | None = None) -> dict[str, Any]:
     """Fit one configuration on every split; return scores, out-of-fold predictions, timings,
     the first split's model (pickled, when it beats ``keep_model_if_better``) and, when asked,
-    the pickled fold models, for the final model to bag them instead of refitting."""
+    the pickled fold models, for the final model to bag them instead of refitting.
+    Trainers stop adding rounds at ``deadline``; no fold starts that would run well past
+    ``fold_deadline`` (default: ``deadline``)."""
+    fold_deadline = deadline if fold_deadline is None else min(deadline, fold_deadline)
     trainer = get_trainer(spec.learner)
     info, metric, y = problem.info, problem.metric, problem.y
     k = info.n_classes
@@ -132,7 +138,7 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
             first_model = model
         if bagging:
             fold_models.append(model)
-        if i + 1 < n_folds and time.monotonic() + 0.5 * np.mean(fit_times) > deadline:
+        if i + 1 < n_folds and time.monotonic() + 0.5 * np.mean(fit_times) > fold_deadline:
             # out of time (the next fold would run well past the trial's share): the folds
             # done so far are a usable, lower-fidelity result (their mean), not a failure;
             # its out-of-fold predictions have gaps, so ensemble selection leaves it out

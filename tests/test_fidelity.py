@@ -70,18 +70,18 @@ class _NoPrune:
 
 
 def test_row_sample_never_goes_below_the_floor_or_above_all_rows():
-    rows = RowSample(n_train=5_000, share_s=1.0)
+    rows = RowSample(n_train=5_000)
     rows.observe("knn", rows=5_000, fold_fit_s=100.0, stopped=True)
-    assert rows.for_learner("knn") == 2_500
+    assert rows.for_learner("knn", 1.0) == 2_500
     rows.observe("knn", rows=1_000, fold_fit_s=100.0, stopped=True)
-    assert rows.for_learner("knn") == 1_000  # MIN_ROWS
+    assert rows.for_learner("knn", 1.0) == 1_000  # MIN_ROWS
     rows.observe("knn", rows=1_000, fold_fit_s=0.001, stopped=False)
-    assert rows.for_learner("knn") == 2_000  # doubles
+    assert rows.for_learner("knn", 1.0) == 4_000  # grows 4x
     rows.observe("knn", rows=4_000, fold_fit_s=0.001, stopped=False)
-    assert rows.for_learner("knn") is None  # all rows
-    small = RowSample(n_train=300, share_s=1.0)
+    assert rows.for_learner("knn", 1.0) is None  # all rows
+    small = RowSample(n_train=300)
     small.observe("knn", rows=300, fold_fit_s=100.0, stopped=True)
-    assert small.for_learner("knn") is None  # fewer rows than the floor: all of them
+    assert small.for_learner("knn", 1.0) is None  # fewer rows than the floor: all of them
 
 
 def test_fallback_keeps_the_best_models_within_a_byte_cap():

@@ -39,6 +39,7 @@ REG = frozenset({Task.REGRESSION})
 ALL = CLF | REG
 HGB_STAGES = (8, 16, 32, 64, 128, 256, 512, 1024)  # small first stages: wide data is slow
 FOREST_STEPS = 4
+FOREST_FIRST = 8
 _HGB = "sklearn.ensemble._hist_gradient_boosting."
 
 
@@ -130,14 +131,17 @@ class _ForestTrainer(PreprocessedTrainer):
 
     def fit_model(self, model, pre, Xt, Xv, data, reporter):  # noqa: D102
         total = int(model.n_estimators)
+        # a few trees first: their pace says whether the next quarter fits the deadline
+        targets = sorted({min(FOREST_FIRST, total)} |
+                         {max(1, total * s // FOREST_STEPS) for s in range(1, FOREST_STEPS + 1)})
         start = time.monotonic()
-        for step in range(1, FOREST_STEPS + 1):
-            done, target = len(getattr(model, "estimators_", ())), max(1, total * step // FOREST_STEPS)
+        for step, target in enumerate(targets, start=1):
+            done = len(getattr(model, "estimators_", ()))
             if done and not fits_before_deadline(data, start, done, target - done):
                 break
             model.set_params(n_estimators=target)
             model.fit(Xt, data.y_train, sample_weight=data.sample_weight)
-            if Xv is not None and step < FOREST_STEPS:
+            if Xv is not None and step < len(targets):
                 reporter.report(step, score_model(model, Xv, data))
             if past_deadline(data):  # keep the trees grown so far
                 break

@@ -212,10 +212,12 @@ def execute(system: str, name: str, meta: dict[str, Any], budget: int, args: arg
                              timeout_s=remaining, cores=args.cores)
         record["wall_s"] += result.wall_s
         record["peak_mem_mb"] = max(record["peak_mem_mb"], result.peak_rss_mb)
+        record["peak_pss_mb"] = max(record.get("peak_pss_mb", 0.0), result.peak_pss_mb)
         record["cpu_s"] += result.cpu_s
         record["other_cpu_frac"] = max(record["other_cpu_frac"], result.other_cpu_frac)
         record["steps"][step.name] = {"cmd": shlex.join(step.cmd), "wall_s": result.wall_s,
-                                      "peak_mem_mb": result.peak_rss_mb, "cpu_s": result.cpu_s,
+                                      "peak_mem_mb": result.peak_rss_mb,
+                                      "peak_pss_mb": result.peak_pss_mb, "cpu_s": result.cpu_s,
                                       "other_cpu_frac": result.other_cpu_frac, "returncode": result.returncode}
         if result.timed_out:
             return _finish(failed(record, "timeout", f"killed at the {limit:.0f} s limit in '{step.name}'"), args)

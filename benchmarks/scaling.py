@@ -103,7 +103,8 @@ def run_automl(train: Path, target: str, task: str, budget: float, work: Path, c
     res = run_limited(cmd, cwd=ROOT, log_prefix=work / "automl", timeout_s=budget * 3 + 120,
                       cores=cores)
     return {"returncode": res.returncode, "wall_s": res.wall_s, "peak_mb": res.peak_rss_mb,
-            "other_cpu": res.other_cpu_frac, **_study_figures(out / "study.db", started)}
+            "peak_pss_mb": res.peak_pss_mb, "other_cpu": res.other_cpu_frac,
+            **_study_figures(out / "study.db", started)}
 
 
 def run_flaml(train: Path, target: str, task: str, budget: float, work: Path, cores: int) -> dict:
@@ -118,7 +119,8 @@ def run_flaml(train: Path, target: str, task: str, budget: float, work: Path, co
            "--n-jobs", str(cores), "--workdir", str(work), "--output", str(work / "flaml.csv")]
     res = run_limited(cmd, cwd=BENCH / "peers", log_prefix=work / "flaml",
                       timeout_s=budget * 3 + 120, cores=cores)
-    return {"returncode": res.returncode, "wall_s": res.wall_s, "peak_mb": res.peak_rss_mb}
+    return {"returncode": res.returncode, "wall_s": res.wall_s, "peak_mb": res.peak_rss_mb,
+            "peak_pss_mb": res.peak_pss_mb}
 
 
 def main() -> int:
@@ -169,17 +171,25 @@ def _table(results: list[dict], budget: float, command: str) -> str:
         return "-" if v is None else format(v, spec)
 
     lines = [f"# Scaling at a {budget:g} s budget", "", f"Command: `{command}`", "",
-             "| axis | rows | cols | first trial s (target <= 10%) | trials/min | wall s | peak MB | "
-             "FLAML peak MB | ratio (target <= 1.5) | other CPU | exit |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Peak memory of the process tree, MB: the sum of RSS over its processes (pages that "
+             "forked trial processes share with the driver count once per process) and the sum "
+             "of PSS (shared pages divided among the processes: what the tree takes from the "
+             "machine). Ratios are automl / FLAML.", "",
+             "| axis | rows | cols | first trial s (target <= 10%) | trials/min | wall s | "
+             "peak RSS | FLAML RSS | ratio | peak PSS | FLAML PSS | ratio (target <= 1.5) | "
+             "other CPU | exit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         a, fl = r["automl"], r.get("flaml") or {}
         ratio = a["peak_mb"] / fl["peak_mb"] if fl.get("peak_mb") else None
+        pss_ratio = a.get("peak_pss_mb", 0) / fl["peak_pss_mb"] if fl.get("peak_pss_mb") else None
         first = a["first_trial_s"]
         ok = "" if first is None else (" ok" if first <= 0.1 * budget else " over")
         lines.append(f"| {r['axis']} | {r['rows']} | {r['cols']} | {f(first)}{ok} | "
                      f"{f(a['trials_per_min'])} | {f(a['wall_s'])} | {f(a['peak_mb'], '.0f')} | "
                      f"{f(fl.get('peak_mb'), '.0f')} | {f(ratio, '.2f')} | "
+                     f"{f(a.get('peak_pss_mb'), '.0f')} | {f(fl.get('peak_pss_mb'), '.0f')} | "
+                     f"{f(pss_ratio, '.2f')} | "
                      f"{f(100 * a['other_cpu'], '.0f')}% | {a['returncode']} |")
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,7 @@
-"""Run one command as a process group with a hard time limit, measuring wall time and peak RSS."""
+"""Run one command as a process group with a hard time limit, measuring wall time and the
+process tree's peak memory: the sum of RSS (each process's resident pages, so pages that
+forked processes share count once per process) and the sum of PSS (shared pages divided
+among the processes sharing them: the memory the tree takes from the machine)."""
 from __future__ import annotations
 
 import os
@@ -27,6 +30,7 @@ class ProcResult:
     stderr_tail: str
     cpu_s: float  # CPU seconds of the reaped process tree
     other_cpu_frac: float  # share of the machine's CPU used by anything else meanwhile
+    peak_pss_mb: float = 0.0  # 0 where the system does not report PSS
 
 
 def limited_env(cores: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -56,32 +60,36 @@ def _affinity(cores: int) -> list[int]:
     return available[:cores]
 
 
-def _tree_rss(root: psutil.Process) -> int:
+def _tree_memory(root: psutil.Process) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) over ``root`` and its descendants, in bytes."""
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0
-    total = 0
+        return 0, 0
+    rss = pss = 0
     for proc in procs:
         try:
-            total += proc.memory_info().rss
+            info = proc.memory_full_info()
         except psutil.Error:
-            pass
-    return total
+            continue
+        rss += info.rss
+        pss += getattr(info, "pss", 0)
+    return rss, pss
 
 
-def _watch(popen: subprocess.Popen, start: float, timeout_s: float) -> tuple[int, bool]:
-    """Poll until the process exits or the limit passes; return (peak bytes, timed out)."""
+def _watch(popen: subprocess.Popen, start: float, timeout_s: float) -> tuple[int, int, bool]:
+    """Poll until the process exits or the limit passes; return (peak RSS, peak PSS, timed out)."""
     root = psutil.Process(popen.pid)
-    peak = 0
+    peak_rss = peak_pss = 0
     while True:
-        peak = max(peak, _tree_rss(root))
+        rss, pss = _tree_memory(root)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         try:
             popen.wait(timeout=POLL_SECONDS)
-            return peak, False
+            return peak_rss, peak_pss, False
         except subprocess.TimeoutExpired:
             if time.monotonic() - start > timeout_s:
-                return peak, True
+                return peak_rss, peak_pss, True
 
 
 def _kill_group(pgid: int) -> None:
@@ -107,8 +115,8 @@ def run_limited(
 ) -> ProcResult:
     """Run `cmd` in its own session; kill the whole group after `timeout_s`.
 
-    stdout/stderr go to `<log_prefix>.stdout.log` / `.stderr.log`. Peak memory is
-    the largest sum of RSS over the process and all its descendants seen while polling.
+    stdout/stderr go to `<log_prefix>.stdout.log` / `.stderr.log`. Peak memory is the
+    largest sum of RSS (and of PSS) over the process and its descendants seen while polling.
     """
     log_prefix.parent.mkdir(parents=True, exist_ok=True)
     out_path = log_prefix.with_name(log_prefix.name + ".stdout.log")
@@ -125,7 +133,7 @@ def run_limited(
             preexec_fn=lambda: os.sched_setaffinity(0, cpus),
         )
         try:
-            peak, timed_out = _watch(popen, start, timeout_s)
+            peak, peak_pss, timed_out = _watch(popen, start, timeout_s)
         except BaseException:  # Ctrl-C: the child is in its own session, so stop it here
             _kill_group(popen.pid)
             raise
@@ -142,5 +150,5 @@ def run_limited(
         returncode=None if timed_out else popen.returncode, wall_s=wall,
         peak_rss_mb=peak / 2**20, timed_out=timed_out, stderr_tail=_tail(err_path),
         cpu_s=tree_cpu,
-        other_cpu_frac=min(1.0, other / capacity),
+        other_cpu_frac=min(1.0, other / capacity), peak_pss_mb=peak_pss / 2**20,
     )

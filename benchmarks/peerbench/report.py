@@ -87,7 +87,10 @@ def budget_section(
     lines += _table(["dataset", "metric", "constant", *systems], rows)
     lines += ["", "Summary:", ""]
     lines += _table(["", *systems], _summary_rows(summary, systems))
-    lines += ["", "Wall time (s) / peak memory of the process tree (MB):", ""]
+    lines += ["", "Wall time (s, fit and predict) / peak memory of the process tree (MB): the sum of "
+              "RSS over its processes (pages forked processes share count once per process), and in "
+              "brackets the sum of PSS (shared pages divided among their processes), where measured:",
+              ""]
     lines += _table(["dataset", *systems], cost_rows)
     if failures:
         lines += ["", "Failures:", "", *failures]
@@ -98,7 +101,8 @@ def _cost_cell(record: dict[str, Any] | None) -> str:
     if record is None:
         return "–"
     noisy = "*" if (record.get("other_cpu_frac") or 0.0) > NOISY_SHARE else ""
-    return f"{record['wall_s']:.1f} / {record['peak_mem_mb']:.0f}{noisy}"
+    pss = record.get("peak_pss_mb") or 0.0
+    return f"{record['wall_s']:.1f} / {record['peak_mem_mb']:.0f}" + (f" ({pss:.0f})" if pss else "") + noisy
 
 
 def _summary_rows(summary: dict[str, dict[str, Any]], systems: list[str]) -> list[list[str]]:

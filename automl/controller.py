@@ -41,6 +41,8 @@ log = logging.getLogger("automl")
 STUDY_FORMAT = 1
 REFIT_MAX_SHARE = 0.25  # of the budget: the most the search stops early for the final refit
 HARD_KILL_GRACE_S = 2.0
+RESCUE_LEARNERS = ("logistic", "ridge")  # the cheapest, surest fit of the built-in learners
+RESCUE_ROWS = 2_000
 POLL_S = 0.1
 
 
@@ -332,7 +334,7 @@ class Controller:
         if rows and rows < self.problem.splits.n_train_rows:
             trial.set_user_attr("train_rows", int(rows))
         if result.get("stopped_at_deadline"):
-            trial.set_user_attr("stopped_at_share", True)
+            trial.set_user_attr("stopped_at_deadline", True)
         if rows and self.rows is not None and trainer_class(trial.params["learner"]).time_share:
             self.rows.observe(trial.params["learner"], rows=int(rows),
                               fold_fit_s=float(result["fold_fit_time"]),
@@ -363,6 +365,36 @@ class Controller:
         self.budget.reserve = est if floor < est <= REFIT_MAX_SHARE * self.budget.time_budget \
             else floor
 
+    def rescue(self) -> None:
+        """When the search ended with no finished trial: one more trial on at most
+        ``RESCUE_ROWS`` training rows, so that a budget that can hold one model ends with
+        one. It is the next queued configuration (a learner's default or portfolio entry),
+        else the linear learner's default (else the first learner's); it runs in the time
+        kept for the final model plus part of the final model's grace (see
+        :func:`automl.final_model.build_model`)."""
+        study, problem, budget = self.study, self.problem, self.budget
+        if not budget.time_budget:
+            return
+        budget.reserve = -0.25 * max(0.1 * budget.time_budget, 5.0)
+        if budget.remaining() <= 0.5:
+            return
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if waiting:
+            fixed = waiting[0].system_attrs.get("fixed_params") or {}
+            learner = str(fixed.get("learner", "the next queued learner"))
+        else:
+            learner = next((n for n in problem.learners if n in RESCUE_LEARNERS), problem.learners[0])
+            params = get_trainer(learner).default(problem.info)
+            study.enqueue_trial({"learner": learner, **{study_mod.param_name(learner, k): v
+                                                        for k, v in params.items()}},
+                                user_attrs={"queued": "rescue"})
+        log.warning("no trial finished in the search; fitting %s on at most %d rows so that the "
+                    "run ends with a model", learner, RESCUE_ROWS)
+        budget.n_trials = self._finished() + len(self.running) + 1
+        self.share_s = max(0.5, budget.remaining() - 0.5)
+        self.row_limit = RESCUE_ROWS
+        self.run()
+
     def _stop_running(self, exc: BaseException) -> None:
         """On Ctrl-C (or any error): stop every evaluation and record its trial as interrupted
         (a resume runs its configuration again)."""
@@ -380,41 +412,6 @@ class Controller:
             except Exception as err:  # noqa: BLE001 - a resume fails it anyway (dead worker)
                 log.debug("could not mark trial %d interrupted: %s", trial.number, err)
         self.running.clear()
-
-
-RESCUE_LEARNERS = ("logistic", "ridge")  # the cheapest, surest fit of the built-in learners
-RESCUE_ROWS = 2_000
-
-
-def rescue(controller: Controller) -> None:
-    """When the search ended with no finished trial: one more trial on at most
-    ``RESCUE_ROWS`` training rows, so that a budget that can hold one model ends with one.
-    It is the next queued configuration (a learner's default or portfolio entry), else the
-    linear learner's default (else the first learner's); it runs in the time kept for the
-    final model plus part of the final model's grace (see
-    :func:`automl.final_model.build_model`)."""
-    study, problem, budget = controller.study, controller.problem, controller.budget
-    if not budget.time_budget:
-        return
-    budget.reserve = -0.25 * max(0.1 * budget.time_budget, 5.0)
-    if budget.remaining() <= 0.5:
-        return
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    if waiting:
-        learner = str((waiting[0].system_attrs.get("fixed_params") or {}).get("learner", "the next "
-                                                                               "queued learner"))
-    else:
-        learner = next((n for n in problem.learners if n in RESCUE_LEARNERS), problem.learners[0])
-        params = get_trainer(learner).default(problem.info)
-        study.enqueue_trial({"learner": learner, **{study_mod.param_name(learner, k): v
-                                                    for k, v in params.items()}},
-                            user_attrs={"queued": "rescue"})
-    log.warning("no trial finished in the search; fitting %s on at most %d rows so that the run "
-                "ends with a model", learner, RESCUE_ROWS)
-    budget.n_trials = controller._finished() + len(controller.running) + 1
-    controller.share_s = max(0.5, budget.remaining() - 0.5)
-    controller.row_limit = RESCUE_ROWS
-    controller.run()
 
 
 SAVE_BYTES_PER_S = 50 * 2**20  # skops writes ~100 MB/s; half that, with the checksum and the disk

@@ -24,7 +24,7 @@ import pandas as pd
 
 from automl.config import SearchConfig
 from automl.contracts import DataInfo
-from automl.controller import Budget, Controller, open_study, rescue
+from automl.controller import Budget, Controller, open_study
 from automl.data import Target
 from automl.exceptions import DataError
 from automl.executors import Executor, make_executor
@@ -190,7 +190,7 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                                     on_result=keep, oof_dir=oof_dir, fold_dir=fold_dir)
             controller.run()
             if not best_trials(study, problem.metric, 1):
-                rescue(controller)
+                controller.rescue()
             if not best_trials(study, problem.metric, 1):
                 raise no_success_error(study, budget, search_start)
             model = build_model(problem, config, study, budget, executor, fallback.models, oof_dir,

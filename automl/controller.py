@@ -272,11 +272,13 @@ class Controller:
         soft = max(0.5 * limit, limit - wrap_up)
         max_rows = fold_s = None
         if self.share_s is not None and self.rows is not None and trainer_class(learner).time_share:
-            # no new fold after its share for a learner of unknown cost, after half the time
-            # left for one of known cost, whose folds train on as many rows as fit that
-            fold_s = self.share_s if not self.rows.known(learner) else \
-                max(self.share_s, GROW_FRACTION * remaining)
-            max_rows = self.rows.for_learner(learner, min(fold_s, soft))
+            # no new fold after its share for a learner of unknown cost; one of known cost
+            # runs all its folds, on as many rows as fit half the time left (a trial scored
+            # on fewer folds than the others can win on one lucky fold: digits at 60 s)
+            known = self.rows.known(learner)
+            fold_s = None if known else self.share_s
+            max_rows = self.rows.for_learner(learner, min(max(self.share_s, GROW_FRACTION * remaining),
+                                                          soft))
         if self.row_limit is not None and self.row_limit < self.problem.splits.n_train_rows:
             max_rows = min(max_rows or self.row_limit, self.row_limit)
         threshold = None
@@ -293,9 +295,13 @@ class Controller:
 
     def _keep_threshold(self) -> float | None:
         """A trial sends its first-split model back when it beats this: the value of the
-        ``n_kept``-th best trial so far (None: fewer trials, always send it)."""
+        ``n_kept``-th best trial so far, or while fewer have finished, of the best one (so
+        that the first trials do not all ship their models: a random forest's can be
+        hundreds of MB); None before any, always send it."""
         best = study_mod.best_trials(self.study, self.problem.metric, self.n_kept)
-        return best[-1].value if len(best) >= self.n_kept else None
+        if not best:
+            return None
+        return best[-1].value if len(best) >= self.n_kept else best[0].value
 
     # -- outcomes ----------------------------------------------------------------------------
     def _tell(self, number: int, outcome: Outcome) -> None:

@@ -6,7 +6,8 @@ trials must not be able to spend the budget on folds:
 - **A time share per trial.** A tabular learner's first trial starts no new fold after
   ``SHARE_FRACTION`` of the search time: the folds done are its result, scored on fewer
   validation rows (a lower-fidelity result, not a failure). Once a learner's cost is
-  known, its trials may run folds for up to ``GROW_FRACTION`` of the time left. A fold
+  known, its trials run all their folds (their rows sized to ``GROW_FRACTION`` of the time
+  left, below): a trial scored on one fold can beat the others on a lucky fold. A fold
   under way is not cut at the share: trainers stop adding rounds, trees or epochs only at
   the trial's own deadline (the time left in the search), since a boosted model cut early
   is far worse than one fold fewer (flights at 60 s: validation RMSE 6.4 for a LightGBM

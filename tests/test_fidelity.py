@@ -128,18 +128,20 @@ def test_an_over_confident_model_is_calibrated_and_the_temperature_is_saved(tmp_
     from automl.persistence import load_model, save_model
 
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 600)
-    right = rng.random(600) < 0.7  # right 70% of the time, but 98% sure
+    y = rng.integers(0, 3, 1200)
+    right = rng.random(1200) < 0.7  # right 70% of the time, but 98% sure
     guess = np.where(right, y, (y + 1) % 3)
-    oof = np.full((600, 3), 0.01)
-    oof[np.arange(600), guess] = 0.98
+    oof = np.full((1200, 3), 0.01)
+    oof[np.arange(1200), guess] = 0.98
     save_oof(str(tmp_path), 7, oof.astype(np.float32))
     t = choose_temperature(y, str(tmp_path), [7], [1.0], "log_loss")
     assert t > 1.5
     assert choose_temperature(y, str(tmp_path), [7], [1.0], "accuracy") == 1.0
     calibrated = scale(oof, t)
     assert (calibrated.argmax(axis=1) == guess).all()  # ranking unchanged
-    assert calibrated[np.arange(600), guess].max() < 0.9
+    assert calibrated[np.arange(1200), guess].max() < 0.9
+    save_oof(str(tmp_path), 8, oof[:600].astype(np.float32))  # too few validated rows
+    assert choose_temperature(y[:600], str(tmp_path), [8], [1.0], "log_loss") == 1.0
 
     problem = _problem(Task.MULTICLASS, rows=90, include=["logistic"])
     from sklearn.linear_model import LogisticRegression

@@ -290,18 +290,22 @@ class Controller:
                                                     self.problem.info.n_features),
             soft_s=soft, limit_s=hard,
             accelerator=getattr(self.executor, "accelerator", "cpu"),
-            keep_model_if_better=self._keep_threshold(), keep_folds=self.fold_dir is not None,
+            keep_model_if_better=self._keep_threshold(learner), keep_folds=self.fold_dir is not None,
             fold_threshold=threshold, max_train_rows=max_rows, fold_s=fold_s)
 
-    def _keep_threshold(self) -> float | None:
+    def _keep_threshold(self, learner: str) -> float | None:
         """A trial sends its first-split model back when it beats this: the value of the
-        ``n_kept``-th best trial so far, or while fewer have finished, of the best one (so
-        that the first trials do not all ship their models: a random forest's can be
-        hundreds of MB); None before any, always send it."""
-        best = study_mod.best_trials(self.study, self.problem.metric, self.n_kept)
-        if not best:
+        ``n_kept``-th best trial so far (of the best one while fewer have finished), or of
+        its learner's best trial, whichever is easier to beat (the final model keeps those:
+        :class:`automl.final_model.FallbackModel`); None: always send it."""
+        metric = self.problem.metric
+        best = study_mod.best_trials(self.study, metric, self.n_kept)
+        own = [t for t in study_mod.best_trials(self.study, metric, 10_000)
+               if t.params.get("learner") == learner][:1]
+        if not best or not own:
             return None
-        return best[-1].value if len(best) >= self.n_kept else best[0].value
+        overall = best[-1].value if len(best) >= self.n_kept else best[0].value
+        return min(overall, own[0].value) if metric.greater_is_better else max(overall, own[0].value)
 
     # -- outcomes ----------------------------------------------------------------------------
     def _tell(self, number: int, outcome: Outcome) -> None:

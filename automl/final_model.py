@@ -124,7 +124,8 @@ class FallbackModel:
     """The best trials' own models (each trained on its trial's first split, pickled), kept
     so that a failed or unaffordable refit still ends with a model: the best trial's model
     stands in for its refit, and an ensemble member with no time left for its refit joins
-    with its kept model instead of being left out.
+    with its kept model instead of being left out. Kept: the ``keep`` best and the best of
+    each learner (ensemble selection's candidates).
 
     Trials that run concurrently (``--n-jobs``, Ray) send their model while others run, so
     results arrive in any order: the ``keep`` best are kept, not the last ones; kept bytes
@@ -144,23 +145,33 @@ class FallbackModel:
         self.metric, self.keep, self.max_bytes = metric, keep, max_bytes
         self.models: dict[int, Any] = {}
         self.values: dict[int, float] = {}
+        self.learners: dict[int, Any] = {}
 
     def offer(self, trial: Any, result: dict[str, Any]) -> None:
         if result.get("model") is None:
             return
         self.models[trial.number] = result["model"]
         self.values[trial.number] = float(result["value"])
+        self.learners[trial.number] = (getattr(trial, "params", None) or {}).get("learner")
         ranked = sorted(self.values, key=self.values.__getitem__,
                         reverse=self.metric.greater_is_better)
+        # the best ones, and the best of each learner (ensembles pick those for diversity)
+        wanted = set(ranked[:self.keep])
+        seen: set[Any] = set()
+        for number in ranked:
+            if self.learners[number] not in seen:
+                seen.add(self.learners[number])
+                wanted.add(number)
         kept, total = [], 0
-        for number in ranked[:self.keep]:
+        for number in (n for n in ranked if n in wanted):
             size = len(self.models[number]) if isinstance(self.models[number], bytes) else 0
             if kept and total + size > self.max_bytes:
-                break
+                continue
             kept.append(number)
             total += size
         self.models = {n: self.models[n] for n in kept}
         self.values = {n: self.values[n] for n in kept}
+        self.learners = {n: self.learners[n] for n in kept}
 
 
 def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, budget: Budget,

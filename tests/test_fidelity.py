@@ -84,14 +84,23 @@ def test_row_sample_never_goes_below_the_floor_or_above_all_rows():
     assert small.for_learner("knn", 1.0) is None  # fewer rows than the floor: all of them
 
 
-def test_fallback_keeps_the_best_models_within_a_byte_cap():
-    keep = FallbackModel(get_metric("rmse", Task.REGRESSION), keep=3, max_bytes=10)
-    for number, value, blob in ((0, 5.0, b"aaaa"), (1, 3.0, b"bbbb"), (2, 4.0, b"cccc"),
-                                (3, 9.0, b"ddd")):
-        keep.offer(type("T", (), {"number": number})(), {"value": value, "model": blob})
-    assert list(keep.models) == [1, 2]  # the third best (0) would pass 10 bytes
-    keep.offer(type("T", (), {"number": 4})(), {"value": 1.0, "model": None})
-    assert list(keep.models) == [1, 2]  # a trial that sent no model changes nothing
+def test_fallback_keeps_the_best_models_and_each_learners_best_within_a_byte_cap():
+    keep = FallbackModel(get_metric("rmse", Task.REGRESSION), keep=2, max_bytes=10)
+
+    def offer(number, value, blob, learner="lightgbm"):
+        trial = type("T", (), {"number": number, "params": {"learner": learner}})()
+        keep.offer(trial, {"value": value, "model": blob})
+
+    offer(0, 5.0, b"aaa")
+    offer(1, 3.0, b"bbb")
+    offer(2, 4.0, b"ccc")
+    assert sorted(keep.models) == [1, 2]  # the two best
+    offer(3, 9.0, b"dd", learner="knn")
+    assert sorted(keep.models) == [1, 2, 3]  # and the best knn, for ensembles
+    offer(4, 8.0, b"eeeeeeeeee", learner="ridge")
+    assert sorted(keep.models) == [1, 2, 3]  # the best ridge would pass 10 bytes
+    offer(5, 1.0, None)
+    assert sorted(keep.models) == [1, 2, 3]  # a trial that sent no model changes nothing
 
 
 def test_trials_stopped_after_their_first_fold_still_form_an_ensemble(tmp_path):

@@ -25,13 +25,12 @@ from automl import study as study_mod
 from automl.config import SearchConfig
 from automl.exceptions import ConfigError
 from automl.executors import Executor, Outcome
-from automl.fidelity import GROW_FRACTION, RowSample, trial_share
+from automl.fidelity import GROW_FRACTION, RowSample, final_member_estimate, trial_share
 from automl.objective import Objective, TrialSpec
 from automl.problem import Problem
 from automl.registry import get_trainer, trainer_class
 from automl.trial_files import (
     candidate_threshold,
-    fold_models_path,
     prune_fold_models,
     save_fold_models,
     save_oof,
@@ -434,26 +433,3 @@ class Controller:
             except Exception as err:  # noqa: BLE001 - a resume fails it anyway (dead worker)
                 log.debug("could not mark trial %d interrupted: %s", trial.number, err)
         self.running.clear()
-
-
-SAVE_BYTES_PER_S = 50 * 2**20  # skops writes ~100 MB/s; half that, with the checksum and the disk
-
-
-def final_member_estimate(trial: FrozenTrial, problem: Problem, fold_dir: str | None) -> float:
-    """Seconds the final model will spend on this trial: saving its bagged fold models when
-    they were kept, else refitting it on all rows."""
-    if fold_dir is not None:
-        try:
-            return fold_models_path(fold_dir, trial.number).stat().st_size / SAVE_BYTES_PER_S + 0.2
-        except OSError:
-            pass
-    return refit_estimate(trial, problem)
-
-
-def refit_estimate(trial: FrozenTrial, problem: Problem) -> float:
-    """Seconds a refit on all rows is expected to take, from the trial's fold fit time (on
-    its sample of the rows, when it had one)."""
-    per_fold = float(trial.user_attrs.get("fold_fit_time", trial.user_attrs.get("fit_time", 1.0)))
-    rows = trial.user_attrs.get("train_rows") or problem.splits.n_train_rows
-    scale = len(problem.y) / max(1, rows)
-    return per_fold * scale * 1.3 + 0.5

@@ -26,6 +26,9 @@ trials must not be able to spend the budget on folds:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from automl.trial_files import fold_models_path
 
 SHARE_FRACTION = 0.25  # of the search time: at least four trials, whatever the first ones cost
 GROW_FRACTION = 0.5  # of the time left: the most a trial of a learner of known cost may take
@@ -93,3 +96,28 @@ class RowSample:
             rows = min(int(FIT_FRACTION * time_s / per_row), GROWTH * last)
         rows = max(min(MIN_ROWS, self.n_train), rows)
         return None if rows >= self.n_train else rows
+
+
+# What the final model will cost (the controller keeps that much time for it)
+
+SAVE_BYTES_PER_S = 50 * 2**20  # skops writes ~100 MB/s; half that, with the checksum and the disk
+
+
+def final_member_estimate(trial: Any, problem: Any, fold_dir: str | None) -> float:
+    """Seconds the final model will spend on this trial: saving its bagged fold models when
+    they were kept, else refitting it on all rows."""
+    if fold_dir is not None:
+        try:
+            return fold_models_path(fold_dir, trial.number).stat().st_size / SAVE_BYTES_PER_S + 0.2
+        except OSError:
+            pass
+    return refit_estimate(trial, problem)
+
+
+def refit_estimate(trial: Any, problem: Any) -> float:
+    """Seconds a refit on all rows is expected to take, from the trial's fold fit time (on
+    its sample of the rows, when it had one)."""
+    per_fold = float(trial.user_attrs.get("fold_fit_time", trial.user_attrs.get("fit_time", 1.0)))
+    rows = trial.user_attrs.get("train_rows") or problem.splits.n_train_rows
+    scale = len(problem.y) / max(1, rows)
+    return per_fold * scale * 1.3 + 0.5

@@ -17,9 +17,10 @@ from optuna.trial import FrozenTrial
 
 from automl.calibration import choose_temperature
 from automl.config import SearchConfig
-from automl.controller import Budget, refit_estimate
+from automl.controller import Budget
 from automl.exceptions import SearchFailedError
 from automl.executors import Executor
+from automl.fidelity import refit_estimate
 from automl.model import AutoMLModel
 from automl.objective import TrialSpec, refit
 from automl.problem import Problem

@@ -140,6 +140,18 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
         os._exit(0)
 
 
+def _private_bytes(proc: psutil.Process) -> int:
+    """Anonymous resident memory (heap, arrays) of ``proc``, which a forked child starts out
+    sharing with its parent page for page; its RSS does not compare, since fork leaves the
+    parent's file-backed pages (libraries) out of the child's until it touches them."""
+    try:
+        with open(f"/proc/{proc.pid}/status", "rb") as fh:
+            fields = dict(line.split(b":", 1) for line in fh if line.startswith(b"Rss"))
+        return sum(int(fields[key].split()[0]) for key in (b"RssAnon", b"RssShmem")) * 1024
+    except (OSError, KeyError, ValueError):
+        return proc.memory_info().rss
+
+
 class IsolatedChild:
     """One job in a forked child, watched without blocking: :meth:`poll` answers the child's
     questions, enforces the deadline and the memory cap, and returns the outcome once known.
@@ -158,9 +170,9 @@ class IsolatedChild:
         self.on_message = on_message
         self.proc = ctx.Process(target=_child_main, args=(send, fn, mem_cap_mb, os.getpid(), env),
                                 daemon=False)
-        # The child starts out sharing this process's pages (counted in its RSS): the cap is on
-        # what the trial adds to them.
-        self._base = psutil.Process().memory_info().rss
+        # The child starts out sharing this process's anonymous pages (counted as its own): the
+        # cap is on what the trial adds to them.
+        self._base = _private_bytes(psutil.Process())
         self.peak_mb = 0.0
         try:
             with signals_held():
@@ -192,7 +204,7 @@ class IsolatedChild:
                 return ChildOutcome("timeout", reason="stopped: ran past its time limit")
             if self.mem_cap_mb:
                 try:
-                    own = max(0, self._ps.memory_info().rss - self._base)
+                    own = max(0, _private_bytes(self._ps) - self._base)
                     rss = (own + sum(p.memory_info().rss
                                      for p in self._ps.children(recursive=True))) / 2**20
                 except psutil.Error:

@@ -95,6 +95,23 @@ def test_memory_cap_stops_the_child_and_the_parent_survives(pause, how):
     assert small.status == "ok" and small.value == 2
 
 
+def test_memory_cap_is_not_fooled_by_the_parents_file_pages(tmp_path):
+    """A parent with many library pages resident (CI's pytest after torch and friends): fork
+    leaves file-backed pages out of the child's RSS, so RSS against the parent's undercounted
+    the child by their size and the address-space backstop fired before the watch."""
+    import mmap
+
+    path = tmp_path / "pages.bin"
+    path.write_bytes(b"\1" * (400 * 2**20))
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as pages:
+        assert sum(pages[i] for i in range(0, len(pages), 4096)) == len(pages) // 4096  # resident
+        outcome = run_isolated(
+            lambda: _grow(1000, pause=0.15), deadline=time.monotonic() + 60, mem_cap_mb=300
+        )
+    assert outcome.status == "memory", outcome
+    assert "over the cap of 300 MB" in outcome.reason
+
+
 def test_failing_trials_are_recorded_with_their_reason_and_the_search_goes_on(tmp_path):
     data, out = tiny_csv(tmp_path / "d.csv"), tmp_path / "out"
     res = run_cli(

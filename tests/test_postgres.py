@@ -156,6 +156,7 @@ def test_fit_with_workers_and_resume_on_postgres(postgres_url, tmp_path):
     assert not (out / "study.db").exists()  # the study lives in PostgreSQL only
 
 
+@pytest.mark.slow  # ~20 s; tests/test_resume.py kills and resumes on SQLite by default
 def test_sigkill_then_resume_on_postgres(postgres_url, tmp_path):
     data, out = tiny_csv(tmp_path / "d.csv"), tmp_path / "out"
     common = (

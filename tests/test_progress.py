@@ -77,6 +77,7 @@ def test_plain_lines_when_stderr_is_piped(tmp_path: Path) -> None:
     assert re.search(r"best: trial \d+ (logistic|knn) log_loss=", proc.stderr)
 
 
+@pytest.mark.slow  # ~8 s, a whole fit to check one flag
 def test_quiet_prints_no_trial_lines(tmp_path: Path) -> None:
     proc = _fit(tmp_path / "out", "--quiet")
     assert proc.returncode == 0, proc.stderr

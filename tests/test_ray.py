@@ -135,6 +135,7 @@ def test_search_across_two_nodes_survives_a_node_dying_mid_trial(cluster, tmp_pa
         _remove(cluster, nodes)
 
 
+@pytest.mark.slow  # ~35 s; the two-node test in the default suite runs trials on Ray
 def test_fractional_gpus_share_logical_gpus(cluster, tmp_path):
     """Two nodes with one logical GPU each and --gpus-per-trial 0.5: four trials at a time,
     each on a GPU node, each seeing that node's GPU 0."""
@@ -156,6 +157,7 @@ def test_fractional_gpus_share_logical_gpus(cluster, tmp_path):
         _remove(cluster, nodes)
 
 
+@pytest.mark.slow  # ~30 s; tests/test_limits.py covers the caps of local trials
 def test_trials_over_their_memory_cap_or_time_limit_on_ray_fail_and_the_search_goes_on(cluster,
                                                                                      tmp_path):
     nodes = _add_nodes(cluster, 1, num_cpus=2)

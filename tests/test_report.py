@@ -115,6 +115,7 @@ def test_classification_report(clf_run: Path, tmp_path: Path) -> None:
     assert m and float(m.group(1)) == pytest.approx(float(m.group(2)), rel=1e-3), text[-3000:]
 
 
+@pytest.mark.slow  # ~13 s; the classification report runs by default
 def test_regression_report(reg_run: Path, tmp_path: Path) -> None:
     page, _ = _report(reg_run, tmp_path / "report.html")
     _check_self_contained(page)

@@ -50,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed given to every system (default 0)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split (default 0)")
     parser.add_argument("--cores", type=int, default=2, help="CPU cores / thread cap per run (default 2)")
-    parser.add_argument("--datasets-dir", type=Path, default=DEFAULT_DATASETS_DIR)
+    parser.add_argument("--datasets-dir", type=Path, action="append", default=None, metavar="DIR",
+                        help="a folder with a MANIFEST.tsv (repeatable: shared and corpus in one "
+                             f"table; default {DEFAULT_DATASETS_DIR})")
     parser.add_argument("--resume", action="store_true",
                         help="reuse finished runs found in --out (its runs/ folder or its results.json) "
                              "made by the same system version with the same seed, split, cores and rows")
@@ -283,7 +285,8 @@ def _json_default(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    specs = data.select_datasets(data.read_manifest(args.datasets_dir), args.datasets)
+    specs = data.select_datasets(data.read_manifests(args.datasets_dir or [DEFAULT_DATASETS_DIR]),
+                                 args.datasets)
     log(f"[bench] {len(specs)} dataset(s) x {len(args.budgets)} budget(s) x {len(args.systems)} system(s) -> {args.out}")
     versions, broken, packages = prepare_systems(args)
     args.earlier = earlier_runs(args.out) if args.resume else {}

@@ -128,3 +128,14 @@ def test_compare_with_imports_only_the_systems_not_run(tmp_path: Path) -> None:
     args.compare_with = [tmp_path / "missing"]
     with pytest.raises(SystemExit, match="no results.json"):
         run_peers.compared_runs(args)
+
+
+def test_several_dataset_folders_make_one_table_and_a_name_in_two_is_refused(tmp_path: Path) -> None:
+    for folder, names in (("shared", ["a", "b"]), ("corpus", ["c"]), ("again", ["b"])):
+        (tmp_path / folder).mkdir()
+        rows = ["name\ttask\ttarget\tfile"] + [f"{n}\tbinary\ty\t{n}.csv" for n in names]
+        (tmp_path / folder / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
+    specs = data.read_manifests([tmp_path / "shared", tmp_path / "corpus"])
+    assert list(specs) == ["a", "b", "c"] and specs["c"].file == tmp_path / "corpus" / "c.csv"
+    with pytest.raises(SystemExit, match="'b' is in both"):
+        data.read_manifests([tmp_path / "shared", tmp_path / "again"])

@@ -59,6 +59,18 @@ def read_manifest(datasets_dir: Path) -> dict[str, DatasetSpec]:
     return specs
 
 
+def read_manifests(folders: list[Path]) -> dict[str, DatasetSpec]:
+    """The datasets of several folders in one table; a name in two of them is refused."""
+    specs: dict[str, DatasetSpec] = {}
+    for folder in folders:
+        for name, spec in read_manifest(folder).items():
+            if name in specs:
+                raise SystemExit(f"dataset {name!r} is in both {specs[name].file.parent} and "
+                                 f"{folder}; give only one of them with --datasets-dir")
+            specs[name] = spec
+    return specs
+
+
 def select_datasets(specs: dict[str, DatasetSpec], names: list[str] | None) -> list[DatasetSpec]:
     if not names:
         return list(specs.values())

@@ -40,6 +40,11 @@ ALL = CLF | REG
 HGB_STAGES = (8, 16, 32, 64, 128, 256, 512, 1024)  # small first stages: wide data is slow
 FOREST_STEPS = 4
 FOREST_FIRST = 8
+# One forest's trees in memory. Trees grown to small leaves on many rows are large (about
+# 1.8 MB each on 16,000 regression rows): a 300-tree forest took 540 MB, copied again when
+# pickled for the driver, while trees past the first few dozen add little. A forest stops
+# adding trees at this size; its pace and its size are both known after the first stage.
+FOREST_MAX_MB = 64
 _HGB = "sklearn.ensemble._hist_gradient_boosting."
 
 
@@ -139,6 +144,11 @@ class _ForestTrainer(PreprocessedTrainer):
             done = len(getattr(model, "estimators_", ()))
             if done and not fits_before_deadline(data, start, done, target - done):
                 break
+            if done and target > (room := trees_that_fit(model, FOREST_MAX_MB)):
+                if room > done:
+                    model.set_params(n_estimators=room)
+                    model.fit(Xt, data.y_train, sample_weight=data.sample_weight)
+                break
             model.set_params(n_estimators=target)
             model.fit(Xt, data.y_train, sample_weight=data.sample_weight)
             if Xv is not None and step < len(targets):
@@ -146,6 +156,15 @@ class _ForestTrainer(PreprocessedTrainer):
             if past_deadline(data):  # keep the trees grown so far
                 break
         return model
+
+
+def trees_that_fit(model: Any, max_mb: float) -> int:
+    """How many trees like the fitted ones fit in ``max_mb`` (nodes and their values)."""
+    from sklearn.tree._tree import NODE_DTYPE
+
+    trees = [est.tree_ for est in model.estimators_]
+    used = sum(t.node_count * NODE_DTYPE.itemsize + t.value.nbytes for t in trees)
+    return max(len(trees), int(max_mb * 2**20 * len(trees) / max(1, used)))
 
 
 class RandomForestTrainer(_ForestTrainer):

@@ -167,8 +167,9 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                         trial_timeout=config.trial_timeout)
         if config.time_budget:
             budget.reserve = max(1.0, 0.05 * config.time_budget)
-        # in case a refit fails or has no time left
-        fallback = FallbackModel(problem.metric, keep=5 if config.ensemble else 1)
+        # in case a refit fails or has no time left; pickles, so in a private temporary folder
+        kept_dir = tempfile.mkdtemp(prefix="automl-kept-")
+        fallback = FallbackModel(problem.metric, keep=5 if config.ensemble else 1, folder=kept_dir)
         keep = fallback.offer
 
         oof_dir = config.extra.get("oof_dir")
@@ -199,7 +200,7 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 prune_oof(oof_dir, study, problem.metric)
         finally:
             executor.close()
-            for folder in (tmp_dir, fold_dir):
+            for folder in (tmp_dir, fold_dir, kept_dir):
                 if folder:
                     shutil.rmtree(folder, ignore_errors=True)
     model.target = target_name

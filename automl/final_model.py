@@ -8,7 +8,8 @@ import logging
 import math
 import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,11 @@ class FallbackModel:
     results arrive in any order: the ``keep`` best are kept, not the last ones; kept bytes
     beyond ``max_bytes`` drop the worst.
 
+    With a ``folder`` (the engine gives a private temporary one) the bytes wait there, not in
+    the driver's memory: forked trials and refits would otherwise each start out holding
+    them, and a few forests' first-split models came to hundreds of MB. ``models`` reads a
+    kept model's bytes when asked.
+
     Example:
         >>> from automl.contracts import Task
         >>> from automl.metrics import get_metric
@@ -142,16 +148,17 @@ class FallbackModel:
         [0, 2]
     """
 
-    def __init__(self, metric: Any, keep: int = 1, max_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, metric: Any, keep: int = 1, max_bytes: int = 256 * 2**20,
+                 folder: str | None = None) -> None:
         self.metric, self.keep, self.max_bytes = metric, keep, max_bytes
-        self.models: dict[int, Any] = {}
+        self.models: KeptModels = KeptModels(folder)
         self.values: dict[int, float] = {}
         self.learners: dict[int, Any] = {}
 
     def offer(self, trial: Any, result: dict[str, Any]) -> None:
         if result.get("model") is None:
             return
-        self.models[trial.number] = result["model"]
+        self.models.put(trial.number, result["model"])
         self.values[trial.number] = float(result["value"])
         self.learners[trial.number] = (getattr(trial, "params", None) or {}).get("learner")
         ranked = sorted(self.values, key=self.values.__getitem__,
@@ -165,18 +172,76 @@ class FallbackModel:
                 wanted.add(number)
         kept, total = [], 0
         for number in (n for n in ranked if n in wanted):
-            size = len(self.models[number]) if isinstance(self.models[number], bytes) else 0
+            size = self.models.size(number)
             if kept and total + size > self.max_bytes:
                 continue
             kept.append(number)
             total += size
-        self.models = {n: self.models[n] for n in kept}
+        self.models.keep_only(kept)
         self.values = {n: self.values[n] for n in kept}
         self.learners = {n: self.learners[n] for n in kept}
 
 
+class KeptModels(Mapping):
+    """Trial number -> a kept model's pickled bytes: in memory, or in files in ``folder``
+    (read on access), so that the driver does not hold them."""
+
+    def __init__(self, folder: str | None = None) -> None:
+        self.folder = Path(folder) if folder else None
+        self._memory: dict[int, Any] = {}
+        self._sizes: dict[int, int] = {}
+
+    def put(self, number: int, blob: Any) -> None:
+        self._sizes[number] = len(blob) if isinstance(blob, bytes) else 0
+        if self.folder is not None and isinstance(blob, bytes):
+            from automl.persistence import atomic_write_bytes
+
+            try:
+                atomic_write_bytes(self._path(number), blob)
+                self._memory.pop(number, None)
+                return
+            except OSError:  # a full disk: keep it in memory rather than lose it
+                pass
+        self._memory[number] = blob
+
+    def size(self, number: int) -> int:
+        return self._sizes[number]
+
+    def keep_only(self, numbers: Sequence[int]) -> None:
+        for number in set(self._sizes) - set(numbers):
+            del self._sizes[number]
+            if self._memory.pop(number, None) is None and self.folder is not None:
+                self._path(number).unlink(missing_ok=True)
+
+    def _path(self, number: int) -> Path:
+        assert self.folder is not None
+        return self.folder / f"trial-{number}.kept.pkl"
+
+    def __getitem__(self, number: int) -> Any:
+        if number not in self._sizes:
+            raise KeyError(number)
+        if number in self._memory:
+            return self._memory[number]
+        try:
+            return self._path(number).read_bytes()
+        except OSError:
+            raise KeyError(number) from None
+
+    def get(self, number: int, default: Any = None) -> Any:  # a vanished file is no model
+        try:
+            return self[number]
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._sizes))
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+
 def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, budget: Budget,
-                executor: Executor, fallback: dict[int, Any] | None = None,
+                executor: Executor, fallback: Mapping[int, Any] | None = None,
                 oof_dir: str | None = None, fold_dir: str | None = None) -> AutoMLModel:
     """The final model: the winner (an ensemble of trials, or the best trial), each member
     its trial's fold models bagged (when kept, see ``FoldBag``) or refitted on all rows."""

@@ -132,12 +132,38 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             result = ("failed", (str(reason)[:1000], traceback.format_exc(limit=20)))
     try:
-        conn.send_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        status, value = result
+        value, blobs = _split_blobs(value)
+        conn.send_bytes(pickle.dumps((status, value), protocol=pickle.HIGHEST_PROTOCOL))
+        for blob in blobs:
+            conn.send_bytes(blob)
     except Exception as exc:  # noqa: BLE001
         conn.send_bytes(pickle.dumps(("failed", (f"result could not be sent: {exc}", "")), protocol=4))
     finally:
         conn.close()
         os._exit(0)
+
+
+BLOB_BYTES = 2**20  # a result's bytes values from this size travel as messages of their own
+
+
+@dataclass
+class _Blobs:
+    """A result dict whose large ``bytes`` values (pickled models) follow as raw messages:
+    inside the pickled result they would be copied once more on each side (the pickle,
+    then the bytes unpickled from it), and a forest's model is tens of MB."""
+
+    value: dict[str, Any]
+    keys: list[str]
+
+
+def _split_blobs(value: Any) -> tuple[Any, list[bytes]]:
+    if not isinstance(value, dict):
+        return value, []
+    keys = [k for k, v in value.items() if isinstance(v, bytes) and len(v) >= BLOB_BYTES]
+    if not keys:
+        return value, []
+    return _Blobs({k: v for k, v in value.items() if k not in keys}, keys), [value[k] for k in keys]
 
 
 def _private_bytes(proc: psutil.Process) -> int:
@@ -191,6 +217,9 @@ class IsolatedChild:
             if self.conn.poll(timeout):
                 try:
                     status, payload = pickle.loads(self.conn.recv_bytes())
+                    if isinstance(payload, _Blobs):  # sent right after: read them now
+                        payload = {**payload.value,
+                                   **{key: self.conn.recv_bytes() for key in payload.keys}}
                 except EOFError:
                     status, payload = "crashed", None
                 if status == "ask":

@@ -131,14 +131,18 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
         else:
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             result = ("failed", (str(reason)[:1000], traceback.format_exc(limit=20)))
+    sent = False
     try:
         status, value = result
         value, blobs = _split_blobs(value)
         conn.send_bytes(pickle.dumps((status, value), protocol=pickle.HIGHEST_PROTOCOL))
+        sent = True
         for blob in blobs:
             conn.send_bytes(blob)
     except Exception as exc:  # noqa: BLE001
-        conn.send_bytes(pickle.dumps(("failed", (f"result could not be sent: {exc}", "")), protocol=4))
+        if not sent:  # after the result, the parent reads blobs: it sees the pipe close instead
+            conn.send_bytes(pickle.dumps(("failed", (f"result could not be sent: {exc}", "")),
+                                         protocol=4))
     finally:
         conn.close()
         os._exit(0)

@@ -85,10 +85,11 @@ def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial, dead
     return None
 
 
-def select_ensemble(problem: Problem, study: optuna.Study,
-                    oof_dir: str | None) -> tuple[list[FrozenTrial], list[float], float | None]:
+def select_ensemble(problem: Problem, study: optuna.Study, oof_dir: str | None,
+                    announce: bool = True) -> tuple[list[FrozenTrial], list[float], float | None]:
     """Caruana selection over the best trials' out-of-fold predictions (best single if none
-    helps): the best trials and, for diversity, the best of every learner family."""
+    helps): the best trials and, for diversity, the best of every learner family.
+    ``announce``: log the ensemble chosen (the search's own plans do not)."""
     from automl.ensemble import caruana
 
     ranked = best_trials(study, problem.metric, 10_000)
@@ -117,8 +118,9 @@ def select_ensemble(problem: Problem, study: optuna.Study,
     if not sel.improves or not problem.metric.better(sel.score, sel.single_score):
         return [ranked[0]], [1.0], None
     members = sorted(zip(sel.trials, sel.weights), key=lambda tw: -tw[1])
-    log.info("ensemble of %d trials: validation %s %.5g (best single %.5g)", len(members),
-             problem.metric.name, sel.score, sel.single_score)
+    log.log(logging.INFO if announce else logging.DEBUG,
+            "ensemble of %d trials: validation %s %.5g (best single %.5g)", len(members),
+            problem.metric.name, sel.score, sel.single_score)
     return [by_number[n] for n, _ in members], [w for _, w in members], sel.score
 
 

@@ -169,3 +169,37 @@ def test_an_over_confident_model_is_calibrated_and_the_temperature_is_saved(tmp_
     assert loaded.temperature == 0.5
     np.testing.assert_allclose(loaded.predict_scores(problem.X),
                                scale(member.predict_proba(problem.X), 0.5), rtol=1e-6)
+
+
+def test_the_search_keeps_time_for_the_chosen_ensembles_refits_only(tmp_path):
+    """The search waits for the cheap refits of every learner's best trial (possible ensemble
+    members), but when that would stop it, it chooses the ensemble as the final model will
+    and keeps time for those members only (ames at 60 s stopped with 11 s left and the final
+    model needed 2 s of it)."""
+    from automl.controller import Budget, Controller
+
+    problem = _problem(Task.REGRESSION, rows=150, include=["ridge"], cv=3)
+    config = SearchConfig(time_budget=100, include=["ridge"], cv=3).validate()
+    y = problem.y.astype(float)
+    metric = problem.metric
+    study = optuna.create_study(direction=metric.direction)
+    noise = np.random.default_rng(0).normal(0, 20, len(y))
+    learners = optuna.distributions.CategoricalDistribution(["ridge", "knn", "elasticnet"])
+    # two cheap complementary ridge trials form the ensemble; the slow learners' bests do not
+    for number, (learner, pred, fold_s) in enumerate([
+            ("ridge", y + noise, 0.01), ("ridge", y - noise, 0.01),
+            ("knn", y + 3 * noise, 2.0), ("elasticnet", y - 3 * noise, 2.0)]):
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, value=metric(y, pred, 0), params={"learner": learner},
+            distributions={"learner": learners},
+            user_attrs={"fold_fit_time": fold_s, "fit_time": 3 * fold_s}))
+        save_oof(str(tmp_path), number, pred.astype(np.float32))
+    budget = Budget(start=time.monotonic() - 90, time_budget=100, n_trials=None)  # 10 s left
+    controller = Controller(study, problem, config, executor=None, budget=budget,
+                            oof_dir=str(tmp_path))
+    controller._update_reserve()
+    assert budget.reserve > 10  # the slow learners' refits (about 4.4 s each) are waited for
+    assert controller._may_start()  # ... but the ensemble needs the ridge refits only
+    assert 5.0 <= budget.reserve < 6.0  # the floor (5% of the budget) covers two ridge refits
+    controller._update_reserve()
+    assert not controller._may_start()  # planned once per finished trial

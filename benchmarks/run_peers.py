@@ -258,7 +258,7 @@ def prepare_systems(args: argparse.Namespace) -> tuple[dict[str, str], dict[str,
             systems.prepare(system, rebuild_env=args.rebuild_venvs, log=log)
             versions[system] = systems.version(system)
             if not systems.is_automl(system):
-                packages[system] = env_versions(system)
+                packages[system] = env_versions(systems.peer_base(system))
         except (EnvError, OSError) as exc:
             broken[system] = f"setup failed: {exc}"
             versions[system] = "not installed"

@@ -139,3 +139,24 @@ def test_several_dataset_folders_make_one_table_and_a_name_in_two_is_refused(tmp
     assert list(specs) == ["a", "b", "c"] and specs["c"].file == tmp_path / "corpus" / "c.csv"
     with pytest.raises(SystemExit, match="'b' is in both"):
         data.read_manifests([tmp_path / "shared", tmp_path / "again"])
+
+
+def test_autogluon_best_is_the_autogluon_adapter_with_best_quality(tmp_path: Path, monkeypatch) -> None:
+    """Issue 12 compares with AutoGluon's medium and best_quality presets: the variant uses
+    AutoGluon's venv and adapter, and only it passes --presets."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+    import _common
+
+    from peerbench import envs, systems
+
+    spec = systems.RunSpec(train=tmp_path / "train.csv", test_features=tmp_path / "test.csv",
+                           target="y", task="binary", budget=300, seed=0, run_dir=tmp_path)
+    (best,) = systems.steps("autogluon-best", spec)
+    (medium,) = systems.steps("autogluon", spec)
+    assert best.cmd[:2] == medium.cmd[:2] == [str(envs.venv_python("autogluon")),
+                                              str(systems.PEERS_DIR / "autogluon_runner.py")]
+    assert "--presets" not in medium.cmd
+    monkeypatch.setattr(sys, "argv", best.cmd[1:])
+    args = _common.parse_args("", extra=lambda p: p.add_argument("--presets"))
+    assert args.presets == "best_quality" and args.budget == 300
+    assert "autogluon-best" in systems.KNOWN_SYSTEMS and "autogluon-best" not in systems.ALL_SYSTEMS

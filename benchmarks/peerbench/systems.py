@@ -14,7 +14,10 @@ PEERS_DIR = BENCH_DIR / "peers"
 ALL_SYSTEMS = ("automl", "lightgbm", "flaml", "autogluon")
 # Variants of this repo's CLI, run only when named: the same flags plus the executor's.
 AUTOML_VARIANTS = {"automl-ray": ["--executor", "ray"]}
-KNOWN_SYSTEMS = ALL_SYSTEMS + tuple(AUTOML_VARIANTS)
+# Variants of a peer, run only when named: (the peer whose venv and adapter they use, its
+# extra adapter flags). Issue 12 compares with AutoGluon's medium and best_quality at 300 s.
+PEER_VARIANTS = {"autogluon-best": ("autogluon", ["--presets", "best_quality"])}
+KNOWN_SYSTEMS = ALL_SYSTEMS + tuple(AUTOML_VARIANTS) + tuple(PEER_VARIANTS)
 AUTOML_N_JOBS = 1
 PEER_N_JOBS = 2
 
@@ -24,11 +27,17 @@ NOTES = {
     "flaml": "FLAML AutoML, time_budget=B, metric as ours",
     "autogluon": "AutoGluon TabularPredictor, default presets (medium_quality), time_limit=B",
     "automl-ray": "this repo's CLI as `automl`, but `--executor ray` (a local Ray instance, trials as Ray tasks)",
+    "autogluon-best": "AutoGluon TabularPredictor, presets=best_quality (bagging, stacking), time_limit=B",
 }
 
 
 def is_automl(system: str) -> bool:
     return system == "automl" or system in AUTOML_VARIANTS
+
+
+def peer_base(system: str) -> str:
+    """The peer whose venv and adapter a system uses (itself, or a variant's base)."""
+    return PEER_VARIANTS[system][0] if system in PEER_VARIANTS else system
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,7 @@ def prepare(system: str, rebuild_env: bool = False, log=print) -> None:
         if not automl_cli().is_file():
             raise envs.EnvError(f"automl CLI not found at {automl_cli()} (install the project first)")
         return
-    envs.ensure_env(system, rebuild=rebuild_env, log=log)
+    envs.ensure_env(peer_base(system), rebuild=rebuild_env, log=log)
 
 
 def steps(system: str, run: RunSpec) -> list[Step]:
@@ -77,9 +86,11 @@ def steps(system: str, run: RunSpec) -> list[Step]:
             ]),
             Step("predict", [cli, "predict", str(work), str(run.test_features), "--output", str(preds)]),
         ]
-    script = PEERS_DIR / f"{system}_runner.py"
+    base = peer_base(system)
+    script = PEERS_DIR / f"{base}_runner.py"
+    extra = PEER_VARIANTS[system][1] if system in PEER_VARIANTS else []
     return [Step("fit_predict", [
-        str(envs.venv_python(system)), str(script),
+        str(envs.venv_python(base)), str(script), *extra,
         "--train", str(run.train), "--test", str(run.test_features), "--target", run.target,
         "--task", run.task, "--budget", str(run.budget), "--seed", str(run.seed),
         "--n-jobs", str(PEER_N_JOBS), "--workdir", str(work), "--output", str(preds),
@@ -89,7 +100,7 @@ def steps(system: str, run: RunSpec) -> list[Step]:
 def version(system: str) -> str:
     if is_automl(system):
         return automl_version()
-    return envs.peer_version(system)
+    return envs.peer_version(peer_base(system))
 
 
 # What decides how `automl fit/predict` behaves; commits touching nothing else (docs, tests,

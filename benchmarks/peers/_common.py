@@ -36,7 +36,8 @@ class PeerJob:
         return self.task != "regression"
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, extra=None) -> argparse.Namespace:
+    """The adapters' common flags; ``extra(parser)`` adds an adapter's own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--train", type=Path, required=True, help="training CSV with the target")
     parser.add_argument("--test", type=Path, required=True, help="test CSV without the target")
@@ -47,6 +48,8 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--workdir", type=Path, required=True, help="scratch directory")
     parser.add_argument("--output", type=Path, required=True, help="predictions CSV to write")
+    if extra is not None:
+        extra(parser)
     return parser.parse_args()
 
 

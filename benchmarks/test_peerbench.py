@@ -160,3 +160,13 @@ def test_autogluon_best_is_the_autogluon_adapter_with_best_quality(tmp_path: Pat
     args = _common.parse_args("", extra=lambda p: p.add_argument("--presets"))
     assert args.presets == "best_quality" and args.budget == 300
     assert "autogluon-best" in systems.KNOWN_SYSTEMS and "autogluon-best" not in systems.ALL_SYSTEMS
+
+
+def test_automl_catboost_runs_the_cli_with_catboost_added_to_the_defaults(tmp_path: Path) -> None:
+    from peerbench import systems
+
+    spec = systems.RunSpec(train=tmp_path / "train.csv", test_features=tmp_path / "test.csv",
+                           target="y", task="binary", budget=60, seed=0, run_dir=tmp_path)
+    fit, _ = systems.steps("automl-catboost", spec)
+    plain, _ = systems.steps("automl", spec)
+    assert fit.cmd[:-2] == plain.cmd and fit.cmd[-2:] == ["--include", "default,catboost"]

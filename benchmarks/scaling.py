@@ -110,6 +110,8 @@ def run_automl(train: Path, target: str, task: str, budget: float, work: Path, c
 def run_flaml(train: Path, target: str, task: str, budget: float, work: Path, cores: int) -> dict:
     from peerbench.envs import ensure_env, venv_python
 
+    # absolute: the adapter runs in benchmarks/peers, where a relative path is not found
+    train, work = train.resolve(), work.resolve()
     ensure_env("flaml")
     df = pd.read_csv(train, nrows=200)
     test = work / "test.csv"

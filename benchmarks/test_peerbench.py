@@ -170,3 +170,22 @@ def test_automl_catboost_runs_the_cli_with_catboost_added_to_the_defaults(tmp_pa
     fit, _ = systems.steps("automl-catboost", spec)
     plain, _ = systems.steps("automl", spec)
     assert fit.cmd[:-2] == plain.cmd and fit.cmd[-2:] == ["--include", "default,catboost"]
+
+
+def test_scaling_runs_flaml_on_relative_paths(tmp_path: Path, monkeypatch) -> None:
+    """scaling.py's FLAML run starts in benchmarks/peers: relative paths (a relative --out)
+    were not found there and every FLAML cell failed."""
+    from peerbench.envs import venv_python
+
+    if not venv_python("flaml").is_file():
+        pytest.skip("the FLAML venv is not installed (run_peers.py --systems flaml installs it)")
+    import scaling
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    frame["y"] = (frame["a"] + 0.3 * rng.normal(size=300) > 0).astype(int)
+    Path("work").mkdir()
+    frame.to_csv("work/train.csv", index=False)
+    res = scaling.run_flaml(Path("work/train.csv"), "y", "binary", 3, Path("work"), 2)
+    assert res["returncode"] == 0 and res["peak_mb"] > 0

@@ -99,13 +99,21 @@ def select_ensemble(problem: Problem, study: optuna.Study, oof_dir: str | None,
     candidates = [by_number[n] for n in candidate_numbers(study, problem.metric)]
     oof = load_oof(oof_dir, [t.number for t in candidates]) if oof_dir else {}
     # trials stopped after some folds have gaps in their out-of-fold predictions: the
-    # ensemble is chosen on the rows the best trial was validated on, from the trials
-    # validated on all of them (when every trial stopped after the first fold: that fold)
+    # ensemble is chosen on all rows from the trials validated on all of them when there
+    # are two; else on the rows the best trial was validated on, from the trials validated
+    # on all of those (when every trial stopped after the first fold: that fold). A best
+    # trial scored on fewer folds would narrow the choice to its rows (ames at 60 s: two
+    # folds of five, and the ensemble chosen there scored RMSE 26,590 on test against
+    # LightGBM's defaults' 25,230)
     if ranked[0].number not in oof:
         return [ranked[0]], [1.0], None
     n = len(problem.y)
-    covered = ~np.isnan(oof[ranked[0].number].reshape(n, -1)).any(axis=1)
-    oof = {num: a for num, a in oof.items() if not np.isnan(a.reshape(n, -1)[covered]).any()}
+    complete = {num: a for num, a in oof.items() if not np.isnan(a).any()}
+    if len(complete) >= 2:
+        oof = complete
+    else:
+        covered = ~np.isnan(oof[ranked[0].number].reshape(n, -1)).any(axis=1)
+        oof = {num: a for num, a in oof.items() if not np.isnan(a.reshape(n, -1)[covered]).any()}
     if len(oof) < 2:
         return [ranked[0]], [1.0], None
     k = problem.info.n_classes

@@ -129,6 +129,34 @@ def test_trials_stopped_after_their_first_fold_still_form_an_ensemble(tmp_path):
     pickle.dumps(weights)
 
 
+def test_a_best_trial_scored_on_fewer_folds_does_not_narrow_the_ensemble_to_its_rows(tmp_path):
+    """With two trials validated on every row, the ensemble is chosen on all rows from
+    those: a best trial stopped after two folds of three would narrow the choice to its
+    rows (ames at 60 s: an ensemble chosen on two folds of five lost on test)."""
+    problem = _problem(Task.REGRESSION, rows=150, include=["ridge"], cv=3)
+    _, last = problem.splits.folds[2]
+    y = problem.y.astype(float)
+    metric = problem.metric
+    study = optuna.create_study(direction=metric.direction)
+    rng = np.random.default_rng(0)
+    noise, other = rng.normal(0, 20, len(y)), rng.normal(0, 20, len(y))
+    partial = y + 0.1 * noise
+    partial[last] = np.nan
+    for number, (pred, attrs) in enumerate([(partial, {"partial_folds": "2/3"}),
+                                            (y + noise, {}), (y + other, {})]):
+        seen = ~np.isnan(pred)
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, value=metric(y[seen], pred[seen], 0),
+            params={"learner": "ridge"},
+            distributions={"learner": optuna.distributions.CategoricalDistribution(["ridge"])},
+            user_attrs=attrs))
+        save_oof(str(tmp_path), number, pred.astype(np.float32))
+    trials, weights, score = select_ensemble(problem, study, str(tmp_path))
+    assert sorted(t.number for t in trials) == [1, 2]
+    blend = sum(w * {1: y + noise, 2: y + other}[t.number] for t, w in zip(trials, weights))
+    assert score == pytest.approx(metric(y, blend, 0), rel=2e-3)  # scored on every row (float32)
+
+
 def test_an_over_confident_model_is_calibrated_and_the_temperature_is_saved(tmp_path):
     """Temperature scaling (automl.calibration) on the final model where log loss is the
     metric: fitted on the out-of-fold blend, saved in the model folder, applied by predict."""

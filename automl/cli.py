@@ -261,9 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    # OMP_WAIT_POLICY is the user's: the CLI used to set PASSIVE, which puts OpenMP threads
-    # to sleep at every barrier, and LightGBM meets several a boosting round (its first
-    # trial on 100,000 flights rows took 31 s instead of 8: benchmarks/omp_wait.py)
+    # OpenMP threads that spin while waiting slow everything down on a busy machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

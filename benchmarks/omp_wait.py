@@ -1,5 +1,5 @@
-"""LightGBM's trial under OMP_WAIT_POLICY=PASSIVE (what the CLI set until this was found)
-against libgomp's default, as a ratio of wall times in one run.
+"""LightGBM's trial under OMP_WAIT_POLICY=PASSIVE (what the CLI sets, automl/cli.py) against
+libgomp's default, as a ratio of wall times in one run.
 
 PASSIVE puts OpenMP worker threads to sleep at every barrier; LightGBM passes several
 barriers a boosting round, so each round pays futex sleeps and wake-ups (strace: 175,000

@@ -1,4 +1,4 @@
-"""LightGBM's trial under OMP_WAIT_POLICY=PASSIVE (what the CLI sets, automl/cli.py) against
+"""LightGBM's trial under OMP_WAIT_POLICY=PASSIVE (what the CLI set before session 8) against
 libgomp's default, as a ratio of wall times in one run.
 
 PASSIVE puts OpenMP worker threads to sleep at every barrier; LightGBM passes several

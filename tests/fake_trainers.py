@@ -47,6 +47,20 @@ class RowSleepyTrainer(LogisticTrainer):
 
 
 @register
+class EnvProbeTrainer(LogisticTrainer):
+    """Logistic regression that writes the trial's environment variable named by
+    ``AUTOML_TEST_ENV_NAME`` (or ``<unset>``) to the file ``AUTOML_TEST_ENV_OUT``."""
+
+    name = "envprobe"
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
+        value = os.environ.get(os.environ["AUTOML_TEST_ENV_NAME"], "<unset>")
+        with open(os.environ["AUTOML_TEST_ENV_OUT"], "w") as f:
+            f.write(value)
+        return super().fit(params, data, reporter)
+
+
+@register
 class HangTrainer(LogisticTrainer):
     """Never returns: ignores its deadline, so only a hard kill stops it."""
 

@@ -116,3 +116,23 @@ def test_other_libraries_log_one_line_without_traceback():
     assert plain.stderr.splitlines() == ["automl: somelib: somelib failed"]
     debug = subprocess.run([sys.executable, "-c", code, "debug"], capture_output=True, text=True)
     assert "Traceback" in debug.stderr and "Error closing cursor" in debug.stderr
+
+
+def test_fit_leaves_the_openmp_wait_policy_to_the_user(tmp_path):
+    """The CLI set OMP_WAIT_POLICY=PASSIVE for its trials: OpenMP threads then sleep at
+    every barrier, and LightGBM's trials ran about 4x slower (benchmarks/omp_wait.py)."""
+    from tests.runs import plugin_env, run_cli, tiny_csv
+
+    data = tiny_csv(tmp_path / "d.csv")
+    probe = tmp_path / "env.txt"
+    env = plugin_env(AUTOML_TEST_ENV_NAME="OMP_WAIT_POLICY", AUTOML_TEST_ENV_OUT=str(probe))
+    env.pop("OMP_WAIT_POLICY", None)
+    res = run_cli("fit", data, "--target", "y", "--output", tmp_path / "out", "--include",
+                  "envprobe", "--n-trials", "1", env=env)
+    assert res.returncode == 0, res.stderr
+    assert probe.read_text() == "<unset>"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # a user's own setting reaches the trial
+    res = run_cli("fit", data, "--target", "y", "--output", tmp_path / "out", "--force",
+                  "--include", "envprobe", "--n-trials", "1", env=env)
+    assert res.returncode == 0, res.stderr
+    assert probe.read_text() == "ACTIVE"

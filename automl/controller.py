@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,7 +24,15 @@ from automl import study as study_mod
 from automl.config import SearchConfig
 from automl.exceptions import ConfigError
 from automl.executors import Executor, Outcome
-from automl.fidelity import GROW_FRACTION, RowSample, final_member_estimate, trial_share
+from automl.fidelity import (
+    GROW_FRACTION,
+    RowSample,
+    final_member_estimate,
+    refit_reserve,
+    reserve_floor,
+    trial_share,
+)
+from automl.heartbeats import Heartbeats
 from automl.objective import Objective, TrialSpec
 from automl.problem import Problem
 from automl.registry import get_trainer, trainer_class
@@ -39,8 +46,6 @@ from automl.trial_files import (
 
 log = logging.getLogger("automl")
 STUDY_FORMAT = 1
-REFIT_MAX_SHARE = 0.25  # of the budget: the most the search stops early for the final refit
-CHEAP_REFIT_SHARE = 0.05  # of the budget: an ensemble member's refit the search waits for
 HARD_KILL_GRACE_S = 2.0
 RESCUE_LEARNERS = ("logistic", "ridge")  # the cheapest, surest fit of the built-in learners
 RESCUE_ROWS = 2_000
@@ -134,37 +139,6 @@ def enqueue_defaults(study: optuna.Study, problem: Problem, portfolio: bool = Tr
                             user_attrs={"queued": kind}, skip_if_exists=True)
 
 
-class _Heartbeats(threading.Thread):
-    """Records a heartbeat for every running trial of this driver, every few seconds."""
-
-    def __init__(self, study: optuna.Study) -> None:
-        super().__init__(name="automl-heartbeats", daemon=True)
-        self.storage = internals.storage_of(study)
-        self.interval = self.storage.get_heartbeat_interval() or study_mod.HEARTBEAT_S
-        self.trial_ids: set[int] = set()
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval):
-            with self.lock:
-                ids = list(self.trial_ids)
-            for trial_id in ids:
-                try:
-                    self.storage.record_heartbeat(trial_id)
-                except Exception as exc:  # noqa: BLE001 - a missed beat is retried next time
-                    log.debug("heartbeat of trial %d failed: %s", trial_id, exc)
-
-    def add(self, trial_id: int) -> None:
-        self.storage.record_heartbeat(trial_id)
-        with self.lock:
-            self.trial_ids.add(trial_id)
-
-    def discard(self, trial_id: int) -> None:
-        with self.lock:
-            self.trial_ids.discard(trial_id)
-
-
 class _TrialHooks:
     """An executor's view of one running trial (called in the driver)."""
 
@@ -199,7 +173,7 @@ class Controller:
         self.choose_learner = LearnerChooser(problem.learners, problem.metric.greater_is_better,
                                              seed=config.seed + len(study.trials))
         self.heartbeat_on = internals.heartbeat_enabled(study)
-        self.heartbeats: _Heartbeats | None = None
+        self.heartbeats: Heartbeats | None = None
         # cost-aware fidelity (automl.fidelity): a time share per trial, a row sample per learner
         self.share_s: float | None = None
         self.rows: RowSample | None = None
@@ -215,7 +189,7 @@ class Controller:
     def run(self) -> None:
         if not self._may_start():
             return
-        self.heartbeats = heartbeats = _Heartbeats(self.study) if self.heartbeat_on else None
+        self.heartbeats = heartbeats = Heartbeats(self.study) if self.heartbeat_on else None
         if heartbeats is not None:
             heartbeats.start()
         try:
@@ -365,29 +339,13 @@ class Controller:
         return float(result["value"])
 
     def _update_reserve(self) -> None:
-        """Keep time for the final model: the expected refit of the best trial. Other
+        """Keep time for the final model (:func:`automl.fidelity.refit_reserve`); other
         ensemble members are refitted when time is left, else their first-split models are
-        used (the best ``n_kept`` are kept), so the search does not stop early for them; a
-        refit that would take over ``REFIT_MAX_SHARE`` of the budget is not waited for
-        either (the best trial's first-split model stands in when it does not fit)."""
-        if not self.budget.time_budget:
-            return
-        ranked = study_mod.best_trials(self.study, self.problem.metric, 10_000)
-        est = sum(final_member_estimate(t, self.problem, self.fold_dir) for t in ranked[:1]) + 1.0
-        # cheap refits of the other learners' best trials (ensemble members for diversity)
-        # are waited for too: a member's first-split model can be much weaker than its refit
-        # (arrhythmia, 2 folds: test log loss 0.92 with it, 0.83 with the refit)
-        seen = {ranked[0].params.get("learner")} if ranked else set()
-        for t in ranked[1:]:
-            if t.params.get("learner") in seen:
-                continue
-            seen.add(t.params.get("learner"))
-            cost = final_member_estimate(t, self.problem, self.fold_dir)
-            if cost <= CHEAP_REFIT_SHARE * self.budget.time_budget:
-                est += cost
-        floor = max(1.0, 0.05 * self.budget.time_budget)
-        self.budget.reserve = est if floor < est <= REFIT_MAX_SHARE * self.budget.time_budget \
-            else floor
+        used (the best ``n_kept`` are kept)."""
+        if self.budget.time_budget:
+            ranked = study_mod.best_trials(self.study, self.problem.metric, 10_000)
+            self.budget.reserve = refit_reserve(ranked, self.problem, self.fold_dir,
+                                                self.budget.time_budget)
 
     def _plan_final(self) -> bool:
         """When the search would stop for the final model: choose the ensemble now, as the
@@ -417,7 +375,7 @@ class Controller:
             self._plan = (candidates, est + 1.0 + took)
             log.debug("final model planned: trials %s, %.2fs to choose, %.1fs to build",
                       [t.number for t in trials], took, est)
-        reserve = max(self._plan[1], max(1.0, 0.05 * self.budget.time_budget))
+        reserve = max(self._plan[1], reserve_floor(self.budget.time_budget))
         if reserve >= self.budget.reserve:
             return False
         self.budget.reserve = reserve

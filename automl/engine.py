@@ -28,6 +28,7 @@ from automl.controller import Budget, Controller, open_study
 from automl.data import Target
 from automl.exceptions import DataError
 from automl.executors import Executor, make_executor
+from automl.fidelity import reserve_floor
 from automl.final_model import FallbackModel, build_model, no_success_error
 from automl.leaks import warn_leaks
 from automl.metrics import get_metric
@@ -166,7 +167,7 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
         budget = Budget(start=start, time_budget=config.time_budget, n_trials=config.n_trials,
                         trial_timeout=config.trial_timeout)
         if config.time_budget:
-            budget.reserve = max(1.0, 0.05 * config.time_budget)
+            budget.reserve = reserve_floor(config.time_budget)
         # in case a refit fails or has no time left; pickles, so in a private temporary folder
         kept_dir = tempfile.mkdtemp(prefix="automl-kept-")
         fallback = FallbackModel(problem.metric, keep=5 if config.ensemble else 1, folder=kept_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import faulthandler
 import gc
 import json
 import logging
@@ -253,6 +254,9 @@ COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "dashboard": cmd_dashboard, 
 
 def main(argv: list[str] | None = None) -> int:
     """The ``automl`` command; returns the exit status."""
+    if argv is None and hasattr(signal, "SIGUSR1"):
+        # `kill -USR1 PID` prints where every thread of a stuck run is, and the run goes on
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return _main(argv)
     except KeyboardInterrupt:  # before the command started (imports) or while reporting

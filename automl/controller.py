@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from automl import interrupts
 from automl import optuna_internals as internals
 from automl import study as study_mod
 from automl.config import SearchConfig
@@ -194,6 +195,7 @@ class Controller:
             heartbeats.start()
         try:
             while True:
+                interrupts.checkpoint()
                 self._fill()
                 if not self.running:
                     break

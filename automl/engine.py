@@ -22,6 +22,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from automl import interrupts
 from automl.config import SearchConfig
 from automl.contracts import DataInfo
 from automl.controller import Budget, Controller, open_study
@@ -154,7 +155,8 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
     # ray.init is unsafe)
     prepare_text(problem, config, start)
     executor = make_executor(config, storage_url)  # refuses what it cannot honour, before the study
-    with warnings.catch_warnings():
+    # from here Ctrl-C stops the search between storage calls (automl.interrupts)
+    with interrupts.deferred(), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             study = open_study(config, problem, storage_url, study_name, resume, target_name,

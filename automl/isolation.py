@@ -22,6 +22,8 @@ from typing import Any
 
 import psutil
 
+from automl import interrupts
+
 POLL_S = 0.1
 
 
@@ -286,6 +288,7 @@ def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | 
     child = IsolatedChild(fn, deadline=deadline, mem_cap_mb=mem_cap_mb, on_message=on_message,
                           env=env)
     while True:
+        interrupts.checkpoint()  # raises inside the child's watch: it kills the child
         outcome = child.poll(POLL_S)
         if outcome is not None:
             return outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -66,6 +67,20 @@ def start_cli(
 
 def stderr_of(log_dir: Path, name: str = "run") -> str:
     return (log_dir / f"{name}.err").read_text()
+
+
+def exit_status(proc: subprocess.Popen, log_dir: Path, timeout: float = 60, name: str = "run") -> int:
+    """``proc``'s exit status; if it has not exited within ``timeout`` seconds, its threads'
+    stacks (the CLI prints them on SIGUSR1) and the end of its stderr, as the failure."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"automl did not exit within {timeout:g} s; where it was, and its "
+                             f"stderr:\n{stderr_of(log_dir, name)[-8000:]}") from None
 
 
 def tiny_csv(path: Path, n: int = 200, seed: int = 0) -> Path:

@@ -15,6 +15,7 @@ import pytest
 from automl import cli
 from automl.persistence import load_model, skops_io
 from tests.runs import (
+    exit_status,
     load_trials,
     plant_model_file,
     plugin_env,
@@ -152,7 +153,7 @@ def test_ctrl_c_during_force_restores_the_old_folder(fitted, tmp_path):
 
     wait_until(new_run_going, 90, "the new run's trials", proc)
     os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
+    assert exit_status(proc, tmp_path) == 130
     wait_group_gone(proc.pid)
     err = stderr_of(tmp_path).strip().splitlines()
     assert err[-1] == f"automl: interrupted; '{out}' keeps its earlier contents", err

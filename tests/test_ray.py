@@ -24,6 +24,7 @@ from automl.persistence import load_model
 from automl.study import configured as study_configured
 from tests.conftest import ROOT
 from tests.runs import (
+    exit_status,
     load_trials,
     plugin_env,
     run_cli,
@@ -244,7 +245,7 @@ def _ctrl_c_then_resume(tmp_path, env) -> None:
     wait_until(lambda: sum(t.state == TrialState.COMPLETE for t in load_trials(url)) >= 2, 240,
                "two finished trials", proc=proc)
     os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
+    assert exit_status(proc, tmp_path, 120) == 130
     wait_group_gone(proc.pid, 30)
     err = (tmp_path / "run.err").read_text()
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(

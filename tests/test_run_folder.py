@@ -20,7 +20,15 @@ from automl.exceptions import ConfigError, OutputExistsError
 from automl.persistence import load_model
 from automl.rundir import FolderLock, is_run_folder, open_run
 from tests.conftest import AUTOML
-from tests.runs import plugin_env, run_cli, start_cli, tiny_csv, wait_group_gone, wait_until
+from tests.runs import (
+    exit_status,
+    plugin_env,
+    run_cli,
+    start_cli,
+    tiny_csv,
+    wait_group_gone,
+    wait_until,
+)
 
 FIT = ("--n-trials", "2", "--include", "logistic", "--quiet")
 
@@ -90,7 +98,7 @@ def test_a_second_writer_is_refused_while_a_run_is_going(tmp_path, data):
             FolderLock(out).acquire()
     finally:
         os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=60) == 130
+        assert exit_status(proc, tmp_path) == 130
         wait_group_gone(proc.pid)
     FolderLock(out).acquire().release()  # the lock went with the run's processes
     res = run_cli("fit", data, "--target", "y", "--output", out, "--resume", "--include", "sleepy",

@@ -291,6 +291,21 @@ class Controller:
         trial, t0 = self.running.pop(number)
         if self.heartbeats is not None:
             self.heartbeats.discard(internals.trial_id(trial))
+        try:
+            frozen = self._finish(trial, outcome, t0)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # another driver failed it as stale: this one's heartbeats were late by more
+            # than the grace period (a stalled machine or storage); its result is dropped
+            log.warning("trial %d was ended by another process while it ran here (its heartbeat "
+                        "was late); its result is dropped", number)
+            self._update_reserve()
+            return
+        self._update_reserve()
+        for callback in self.callbacks:
+            callback(self.study, frozen)
+
+    def _finish(self, trial: optuna.Trial, outcome: Outcome, t0: float) -> FrozenTrial:
+        number = trial.number
         if outcome.status == "ok":
             frozen = self.study.tell(trial, self._record(trial, outcome.value))
         else:
@@ -304,9 +319,7 @@ class Controller:
                 if outcome.status == "lost" and study_mod.retry_once(self.study, frozen):
                     log.warning("trial %d was lost (%s); its configuration runs once more",
                                 number, outcome.reason)
-        self._update_reserve()
-        for callback in self.callbacks:
-            callback(self.study, frozen)
+        return frozen
 
     def _record(self, trial: optuna.Trial, result: dict[str, Any]) -> float:
         """The trial's attributes and kept files from a result; returns its value."""

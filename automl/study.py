@@ -96,6 +96,9 @@ class WorkerTagging(optuna.samplers.BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         internals.set_trial_user_attr(study, trial, "worker", worker_id())
+        # "worker" becomes the trial's own process once it starts (the local executor's
+        # child); "driver" stays the process that tells the trial's outcome
+        internals.set_trial_user_attr(study, trial, "driver", worker_id())
         self.base.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
@@ -263,10 +266,19 @@ def fail_dead_trials(study: optuna.Study, owned: bool = False) -> tuple[int, int
     return n, queued
 
 
+def _driver(t: FrozenTrial) -> str:
+    """The host:pid of the process that tells ``t``'s outcome (studies from before the
+    ``driver`` tag have only ``worker``)."""
+    return str(t.user_attrs.get("driver") or t.user_attrs.get("worker") or "")
+
+
 def _orphaned(t: FrozenTrial) -> bool:
-    """Whether no live process runs this RUNNING trial, as far as this host can tell: its
-    worker (on this host) is gone, or it never got a worker tag and is past the grace."""
-    worker = str(t.user_attrs.get("worker", ""))
+    """Whether no live process will tell this RUNNING trial's outcome, as far as this host can
+    tell: its driver (on this host) is gone, or it never got a tag and is past the grace.
+
+    The trial's own process (``worker``) may end before its driver records the result: while
+    the driver lives, the trial is its to finish, not another resuming process's to fail."""
+    worker = _driver(t)
     if ":" not in worker:
         start = t.datetime_start
         return start is None or (datetime.datetime.now() - start).total_seconds() > UNTAGGED_GRACE_S
@@ -280,7 +292,7 @@ def fail_own_running_trials(study: optuna.Study, reason: str) -> int:
     me = worker_id()
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.user_attrs.get("worker") != me:
+        if _driver(t) != me:
             continue
         try:
             internals.set_trial_user_attr(study, t, "fail_reason", reason)

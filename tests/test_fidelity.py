@@ -231,3 +231,26 @@ def test_the_search_keeps_time_for_the_chosen_ensembles_refits_only(tmp_path):
     assert 5.0 <= budget.reserve < 6.0  # the floor (5% of the budget) covers two ridge refits
     controller._update_reserve()
     assert not controller._may_start()  # planned once per finished trial
+
+
+def test_a_trial_another_driver_failed_as_stale_is_dropped_not_a_crash(caplog):
+    """A driver whose heartbeats were late by more than the grace period (a stalled machine)
+    finds its trial failed by another driver's stale check: it drops the result and goes
+    on, where it used to stop with "internal error: UpdateFinishedTrialError"."""
+    from automl.controller import Budget, Controller
+    from automl.executors import Outcome
+
+    problem = _problem(include=["logistic"])
+    config = SearchConfig(n_trials=2, include=["logistic"]).validate()
+    study = optuna.create_study(direction=problem.metric.direction)
+    seen = []
+    controller = Controller(study, problem, config, executor=None,
+                            budget=Budget(start=time.monotonic(), time_budget=None, n_trials=2),
+                            callbacks=[lambda s, t: seen.append(t.number)])
+    trial = study.ask()
+    controller.running[trial.number] = (trial, time.perf_counter())
+    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # the other driver
+    result = {"fit_time": 1.0, "fold_fit_time": 0.2, "fold_scores": [0.8], "value": 0.8}
+    controller._tell(trial.number, Outcome("ok", value=result))
+    assert study.trials[0].state == TrialState.FAIL and not seen and not controller.running
+    assert "ended by another process" in caplog.text

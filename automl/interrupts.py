@@ -4,7 +4,8 @@ Python raises ``KeyboardInterrupt`` at whatever line the main thread runs when t
 comes. Inside Optuna's storage that can leave a SQLite connection with its transaction open
 and out of the pool; the search's clean-up then waits for that lock (120 s: the storage's
 busy timeout) while the heartbeat thread waits for the clean-up's, and the interrupted run
-hangs instead of exiting with status 130 (seen about once in 40 interrupts under load).
+hangs instead of exiting with status 130 (1 run in 20 under load:
+benchmarks/interrupt_stress.py).
 
 Inside :func:`deferred` the signal is only recorded; the search loop and the child watches
 call :func:`checkpoint` between storage calls (every 0.1 s or so), which raises it there. A

@@ -287,11 +287,15 @@ def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | 
     """
     child = IsolatedChild(fn, deadline=deadline, mem_cap_mb=mem_cap_mb, on_message=on_message,
                           env=env)
-    while True:
-        interrupts.checkpoint()  # raises inside the child's watch: it kills the child
-        outcome = child.poll(POLL_S)
-        if outcome is not None:
-            return outcome
+    try:
+        while True:
+            interrupts.checkpoint()
+            outcome = child.poll(POLL_S)
+            if outcome is not None:
+                return outcome
+    except BaseException:  # Ctrl-C: the child goes now, not when this process exits
+        child.kill()
+        raise
 
 
 def _answer(conn: Any, on_message: Callable[[Any], Any] | None, message: Any) -> None:

@@ -98,3 +98,28 @@ def test_sigusr1_prints_where_a_run_is_and_it_goes_on(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     assert exit_status(proc, tmp_path) == 130
     assert stderr_of(tmp_path).strip().splitlines()[-1].startswith("automl: interrupted")
+
+
+def test_a_ctrl_c_while_a_refit_runs_stops_its_child(tmp_path):
+    """The final model's refits run in ``run_isolated``: a Ctrl-C raised at its checkpoint
+    ends the child too, not only when the parent exits."""
+    import time
+
+    import psutil
+
+    from automl.isolation import run_isolated
+
+    pid_file = tmp_path / "child.pid"
+
+    def slow() -> None:
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(60)
+
+    timer = threading.Timer(1.0, _ctrl_c)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.deferred():
+            run_isolated(slow, deadline=time.monotonic() + 60, mem_cap_mb=None)
+    timer.join()
+    child = int(pid_file.read_text())
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE

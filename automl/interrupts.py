@@ -23,7 +23,6 @@ from types import FrameType
 
 _DEFERRED = (signal.SIGINT, signal.SIGTERM)
 _pending: int | None = None  # the signal recorded and not yet raised
-_depth = 0  # nesting of deferred() scopes that swapped the handlers
 
 
 def _record(signum: int, frame: FrameType | None) -> None:
@@ -48,21 +47,20 @@ def deferred() -> Iterator[None]:
     block's end). Only signals whose handler raises ``KeyboardInterrupt`` (Python's default
     for Ctrl-C; the CLI's for SIGTERM) are deferred: a handler of the caller's own is left
     alone, as is everything off the main thread, where Python delivers no signals."""
-    global _depth, _pending
+    global _pending
     swapped: dict[int, object] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in _DEFERRED:
             if signal.getsignal(sig) is signal.default_int_handler:
                 swapped[sig] = signal.signal(sig, _record)
-    _depth += bool(swapped)
+    if not swapped:  # off the main thread, a caller's own handler, or inside another deferred()
+        yield
+        return
     try:
         yield
     finally:
         for sig, old in swapped.items():
             signal.signal(sig, old)  # type: ignore[arg-type]
-        _depth -= bool(swapped)
-        pending = _pending if not _depth else None
-        if not _depth:
-            _pending = None
+        pending, _pending = _pending, None
     if pending is not None:  # it came after the last checkpoint: raise it now
         raise KeyboardInterrupt

@@ -1,5 +1,5 @@
-"""The controller: opens or resumes the study, queues the defaults and the portfolio, then
-asks, hands each trial to the executor, tells its outcome, and stops on the budget.
+"""The controller: asks, hands each trial to the executor, tells its outcome, and stops on the
+budget (the study is opened and its first configurations queued by automl.opening).
 
 The process running the controller (the driver) owns the study: executors never touch it.
 While trials run, the driver records their heartbeats, so a driver that dies leaves trials
@@ -23,10 +23,10 @@ from automl import interrupts
 from automl import optuna_internals as internals
 from automl import study as study_mod
 from automl.config import SearchConfig
-from automl.exceptions import ConfigError
 from automl.executors import Executor, Outcome
 from automl.fidelity import (
     GROW_FRACTION,
+    PROBE_ROWS,
     RowSample,
     final_member_estimate,
     refit_reserve,
@@ -46,7 +46,6 @@ from automl.trial_files import (
 )
 
 log = logging.getLogger("automl")
-STUDY_FORMAT = 1
 HARD_KILL_GRACE_S = 2.0
 RESCUE_LEARNERS = ("logistic", "ridge")  # the cheapest, surest fit of the built-in learners
 RESCUE_ROWS = 2_000
@@ -72,72 +71,6 @@ class Budget:
 
     def remaining(self) -> float:
         return self.search_end() - time.monotonic()
-
-
-def open_study(config: SearchConfig, problem: Problem, storage_url: str | None,
-               study_name: str, resume: bool, target_name: str, owned: bool = False) -> optuna.Study:
-    """Create the study, or load it to resume; check a resumed study matches this run.
-    ``owned``: no other process uses this study (a locked run folder's own storage)."""
-    storage = study_mod.make_storage(storage_url)
-    sampler = study_mod.make_sampler(config.sampler, config.seed, config.n_parallel())
-    pruner = study_mod.make_pruner(config.pruner)
-    existing = _study_exists(storage, study_name)
-    if existing and not resume:
-        raise ConfigError(f"study '{study_name}' already exists in the storage; pass --resume to "
-                          "continue it, or give another --study-name.")
-    study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
-                                study_name=study_name, direction=problem.metric.direction,
-                                load_if_exists=True)
-    attrs = study.user_attrs
-    expected = {"task": problem.info.task.value, "metric": problem.metric.name, "target": target_name,
-                "learners": problem.learners}
-    if existing:
-        for key, value in expected.items():
-            if key in attrs and attrs[key] != value:
-                raise ConfigError(f"cannot resume: the study was run with {key}={attrs[key]!r} but "
-                                  f"this run has {key}={value!r}; use the same options or a new --output.")
-        # a fresh random stream: replaying the first run's would repeat its configurations
-        study.sampler = study_mod.make_sampler(
-            config.sampler, study_mod.resumed_seed(config.seed, len(study.trials)), config.n_parallel())
-        n_dead, n_queued = study_mod.fail_dead_trials(study, owned=owned)
-        n_queued += study_mod.requeue_interrupted(study)
-        if n_dead or n_queued:
-            log.info("resume: %d trial(s) of a dead process marked failed, %d configuration(s) queued again",
-                     n_dead, n_queued)
-    else:
-        for key, value in expected.items():
-            study.set_user_attr(key, value)
-        study.set_user_attr("format", STUDY_FORMAT)
-        study.set_metric_names([problem.metric.name])  # so optuna-dashboard names the objective
-        study.set_user_attr("n_rows", problem.info.n_rows)
-        study.set_user_attr("validation", problem.splits.describe())
-        enqueue_defaults(study, problem, portfolio=config.sampler != "grid")
-    return study
-
-
-def _study_exists(storage: Any, name: str) -> bool:
-    try:
-        return any(s.study_name == name for s in optuna.get_all_study_summaries(storage))
-    except Exception:  # noqa: BLE001 - a fresh storage may have no tables yet
-        return False
-
-
-def enqueue_defaults(study: optuna.Study, problem: Problem, portfolio: bool = True) -> None:
-    """Queue each learner's cheap default configuration, then the portfolio configurations
-    (round-robin over learners), before the sampler takes over."""
-    queue: list[tuple[str, dict[str, Any], str]] = []
-    portfolios: list[list[dict[str, Any]]] = []
-    for learner in problem.learners:
-        trainer = get_trainer(learner)
-        queue.append((learner, dict(trainer.default(problem.info)), "default"))
-        portfolios.append(list(trainer.portfolio(problem.info)) if portfolio else [])
-    for i in range(max((len(p) for p in portfolios), default=0)):
-        for learner, configs in zip(problem.learners, portfolios):
-            if i < len(configs):
-                queue.append((learner, configs[i], "portfolio"))
-    for learner, params, kind in queue:
-        study.enqueue_trial({"learner": learner, **{study_mod.param_name(learner, k): v for k, v in params.items()}},
-                            user_attrs={"queued": kind}, skip_if_exists=True)
 
 
 class _TrialHooks:
@@ -258,6 +191,8 @@ class Controller:
             fold_s = None if known else self.share_s
             max_rows = self.rows.for_learner(learner, min(max(self.share_s, GROW_FRACTION * remaining),
                                                           soft))
+        if trial.user_attrs.get("queued") == "probe":
+            max_rows = PROBE_ROWS
         if self.row_limit is not None and self.row_limit < self.problem.splits.n_train_rows:
             max_rows = min(max_rows or self.row_limit, self.row_limit)
         threshold = None
@@ -337,7 +272,8 @@ class Controller:
             trial.set_user_attr("train_rows", int(rows))
         if result.get("stopped_at_deadline"):
             trial.set_user_attr("stopped_at_deadline", True)
-        if rows and self.rows is not None and trainer_class(trial.params["learner"]).time_share:
+        if rows and self.rows is not None and trainer_class(trial.params["learner"]).time_share \
+                and trial.user_attrs.get("queued") != "probe":  # its cost says little (fidelity)
             self.rows.observe(trial.params["learner"], rows=int(rows),
                               fold_fit_s=float(result["fold_fit_time"]),
                               stopped=bool(result.get("stopped_at_deadline")))

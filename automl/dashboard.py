@@ -91,8 +91,10 @@ objective is the mean validation score over the folds. User attributes:
 - `balanced_accuracy`, `macro_f1`, `min_class_recall` (classification): balance-aware
   metrics on the out-of-fold predictions;
 - `fail_reason`: why a failed trial failed; `worker`: the process that ran it;
-- `queued`: `default` (the learner's cheap default configuration) or `portfolio` (a
-  known-good configuration), queued before the sampler takes over.
+- `queued`: `default` (the learner's cheap default configuration), `portfolio` (a
+  known-good configuration) or `probe` (on a large table, the first learner's default on a
+  sample of the rows, run first), queued before the sampler takes over;
+- `train_rows`: the training rows a fold used, when a trial fitted a sample of them.
 
 Pruned trials were stopped early by the pruner, which compares trials of the same learner.
 A self-contained HTML report: `automl report {run.path}`.

@@ -25,7 +25,7 @@ import pandas as pd
 from automl import interrupts
 from automl.config import SearchConfig
 from automl.contracts import DataInfo
-from automl.controller import Budget, Controller, open_study
+from automl.controller import Budget, Controller
 from automl.data import Target
 from automl.exceptions import DataError
 from automl.executors import Executor, make_executor
@@ -34,6 +34,7 @@ from automl.final_model import FallbackModel, build_model, no_success_error
 from automl.leaks import warn_leaks
 from automl.metrics import get_metric
 from automl.model import AutoMLModel
+from automl.opening import open_study
 from automl.problem import Problem
 from automl.registry import resolve_learners, trainer_class
 from automl.schema import FeatureSchema, clean_frame, infer_schema
@@ -65,7 +66,8 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
     X = clean_frame(X_raw, schema)
     warn_leaks(X, target)
     metric = get_metric(config.metric, target.task)
-    splits = make_splits(target.y, target.task, seed=config.seed, cv=config.cv)
+    splits = make_splits(target.y, target.task, seed=config.seed, cv=config.cv,
+                         n_features=len(schema.used), time_budget=config.time_budget)
     counts = tuple(int(c) for c in np.bincount(target.y)) if target.task.is_classification else ()
     info = DataInfo(task=target.task, n_rows=len(X), n_features=len(schema.used),
                     n_classes=len(target.classes or []), class_counts=counts, schema=schema,

@@ -35,7 +35,8 @@ def learner_weights(trials: Sequence[FrozenTrial], learners: Sequence[str],
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
             v = t.value if greater_is_better else -t.value
             best[name] = max(best.get(name, -math.inf), v)
-            costs[name].append(float(t.user_attrs.get("fit_time", 1.0)))
+            if t.user_attrs.get("queued") != "probe":  # a sample: its cost says little
+                costs[name].append(float(t.user_attrs.get("fit_time", 1.0)))
         elif t.state == TrialState.PRUNED:
             costs[name].append(float(t.user_attrs.get("fit_time", 1.0)))
         elif t.state == TrialState.FAIL:

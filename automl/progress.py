@@ -199,6 +199,8 @@ class PlainProgress(BaseProgress):
             return
         if trial.state == TrialState.COMPLETE:
             what = fmt_score(as_number(trial.value)) + ("  *best*" if is_best else "")
+            if trial.user_attrs.get("train_rows"):  # a lower fidelity (automl.fidelity)
+                what += f"  (trained on {int(trial.user_attrs['train_rows']):,} rows)"
         elif trial.state == TrialState.FAIL:
             what = f"failed: {str(trial.user_attrs.get('fail_reason', ''))[:80]}"
         else:

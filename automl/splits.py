@@ -1,9 +1,18 @@
-"""Validation splits: k-fold for small data, a holdout for large, the same for every trial.
+"""Validation splits: k-fold where the budget allows it, a holdout for large data, the same
+for every trial.
 
-Thresholds (``n`` = rows after dropping missing targets):
-    ``n <= 10,000``: 5-fold cross-validation (stratified for classification; fewer folds
-    when the smallest class has fewer rows, never fewer than 2);
-    ``n > 10,000``: one stratified holdout of 20% (at most 50,000 validation rows).
+Thresholds (``n`` = rows after dropping missing targets, ``d`` = feature columns,
+``B`` = the time budget in seconds):
+    ``n <= 10,000``, or ``n < 100,000`` and ``n * d <= 2,500 * B``: 5-fold
+    cross-validation (stratified for classification; fewer folds when the smallest class
+    has fewer rows, never fewer than 2);
+    otherwise: one stratified holdout of 20% (at most 50,000 validation rows).
+
+The budget rule is FLAML's (``_decide_eval_method``: cross-validation while rows x columns
+stay under 10 million per hour of budget, below 100,000 rows): a budget that holds many
+trials over k folds gets selection and ensembles judged on every row, not on one fifth
+(crash_death, 21,000 rows x 13 at 300 s: 659 trials on a 5,200-row holdout, test AUC
+0.919 against FLAML's 0.928 with five folds). At 60 s the rule allows 150,000 cells.
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ from automl.contracts import Task
 from automl.exceptions import DataError
 
 log = logging.getLogger("automl")
-CV_MAX_ROWS = 10_000
+CV_MAX_ROWS = 10_000  # always cross-validation up to here
+CV_BUDGET_MAX_ROWS = 100_000  # beyond it, always a holdout
+CV_CELLS_PER_BUDGET_S = 2_500  # rows x features per second of budget that k folds may take
 HOLDOUT_FRACTION = 0.2
 HOLDOUT_MAX_ROWS = 50_000
 
@@ -38,8 +49,38 @@ class Splits:
         return f"holdout of {len(self.folds[0][1])} rows"
 
 
-def make_splits(y: np.ndarray, task: Task, seed: int = 0, cv: int | str = "auto") -> Splits:
-    """Build the validation splits used by every trial of a search.
+def auto_folds(n_rows: int, n_features: int, time_budget: float | None) -> int:
+    """Folds of ``cv="auto"`` (0: a holdout); see the module docstring.
+
+    Example:
+        >>> auto_folds(8_000, 20, None), auto_folds(21_000, 13, 60), auto_folds(21_000, 13, 300)
+        (5, 0, 5)
+    """
+    if n_rows <= CV_MAX_ROWS:
+        return 5
+    if time_budget and n_rows < CV_BUDGET_MAX_ROWS and \
+            n_rows * max(1, n_features) <= CV_CELLS_PER_BUDGET_S * time_budget:
+        return 5
+    return 0
+
+
+def folds_of(description: str) -> int | str | None:
+    """The ``cv`` that made splits of this :meth:`Splits.describe` text (None: unknown).
+
+    Example:
+        >>> folds_of("5-fold cross-validation"), folds_of("holdout of 5200 rows")
+        (5, 'holdout')
+    """
+    if description.startswith("holdout"):
+        return "holdout"
+    head = description.split("-fold", 1)[0]
+    return int(head) if head.isdigit() and "-fold" in description else None
+
+
+def make_splits(y: np.ndarray, task: Task, seed: int = 0, cv: int | str = "auto", *,
+                n_features: int = 1, time_budget: float | None = None) -> Splits:
+    """Build the validation splits used by every trial of a search (``n_features`` and
+    ``time_budget``: for ``cv="auto"``, see :func:`auto_folds`).
 
     Example:
         >>> make_splits(np.array([0, 1] * 50), Task.BINARY).describe()
@@ -50,7 +91,7 @@ def make_splits(y: np.ndarray, task: Task, seed: int = 0, cv: int | str = "auto"
         raise DataError(f"only {n} row with a target value; at least 2 rows are needed (more for a useful model).")
     strat = task.is_classification
     if cv == "auto":
-        k = 5 if n <= CV_MAX_ROWS else 0
+        k = auto_folds(n, n_features, time_budget)
     elif cv in ("holdout", 0, "0"):
         k = 0
     else:

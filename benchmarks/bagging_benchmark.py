@@ -35,7 +35,8 @@ def run_one(spec: bench_data.DatasetSpec, budget: float, seed: int) -> dict:
     from automl.config import SearchConfig
     from automl.data import prepare_target, read_table
     from automl.persistence import skops_io
-    from automl.controller import Budget, Controller, open_study
+    from automl.controller import Budget, Controller
+    from automl.opening import open_study
     from automl.executors import make_executor
     from automl.final_model import build_model
 

@@ -259,6 +259,16 @@ def test_large_data_gets_a_stratified_holdout_of_a_fifth():
     assert np.all(np.diff(tr) > 0) and np.all(np.diff(va) > 0)  # sorted positions
 
 
+def test_a_budget_that_holds_k_folds_gets_cross_validation_up_to_100000_rows():
+    y = np.array([0, 1] * 10_500)  # 21,000 rows
+    assert make_splits(y, Task.BINARY, n_features=13, time_budget=60).kind == "holdout"  # 273,000 cells
+    assert make_splits(y, Task.BINARY, n_features=13, time_budget=300).describe() == "5-fold cross-validation"
+    assert make_splits(y, Task.BINARY, n_features=13).kind == "holdout"  # no time budget
+    assert make_splits(y, Task.BINARY, cv="holdout", n_features=13, time_budget=300).kind == "holdout"
+    big = np.array([0, 1] * 50_000)  # 100,000 rows: a holdout at any budget
+    assert make_splits(big, Task.BINARY, n_features=1, time_budget=3600).kind == "holdout"
+
+
 def test_cv_choice_regression_and_too_few_rows():
     y = np.linspace(0, 1, 30)
     assert len(make_splits(y, Task.REGRESSION, cv=3).folds) == 3

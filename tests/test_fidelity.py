@@ -254,3 +254,51 @@ def test_a_trial_another_driver_failed_as_stale_is_dropped_not_a_crash(caplog):
     controller._tell(trial.number, Outcome("ok", value=result))
     assert study.trials[0].state == TrialState.FAIL and not seen and not controller.running
     assert "ended by another process" in caplog.text
+
+
+def _large_regression(n: int = 52_000):
+    """A regression table whose holdout leaves over 40,000 training rows (a probe's threshold)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(n, 4))
+    group = rng.choice(["a", "b", "c"], size=n)
+    y = X[:, 0] * 3 + X[:, 1] ** 2 + (group == "a") * 2 + rng.normal(scale=0.3, size=n)
+    frame = pd.DataFrame(X, columns=["f0", "f1", "f2", "f3"]).assign(group=group, target=y)
+    return prepare_target(frame, "target")
+
+
+def test_a_large_table_starts_with_a_probe_on_a_sample_then_its_default_on_all_rows():
+    from automl import engine
+    from automl.fidelity import PROBE_ROWS
+
+    X, t = _large_regression()
+    config = SearchConfig(time_budget=90, n_trials=3, include=["lightgbm", "ridge"])
+    res = engine.fit(X, t, config, target_name="target")
+    assert res.problem.splits.kind == "holdout" and res.problem.splits.n_train_rows > 40_000
+    probe, default, ridge = res.study.trials[:3]  # (the queue's next ones wait)
+    assert [t.user_attrs["queued"] for t in (probe, default, ridge)] == ["probe", "default", "default"]
+    assert probe.params == default.params and probe.params["learner"] == "lightgbm"
+    assert probe.state == default.state == TrialState.COMPLETE
+    assert probe.user_attrs["train_rows"] == PROBE_ROWS
+    assert "train_rows" not in default.user_attrs and "train_rows" not in ridge.user_attrs
+    assert default.value < probe.value  # all rows fit better than 10,000 (rmse)
+
+
+def test_no_probe_on_a_small_table_without_a_time_budget_or_twice():
+    from automl.opening import enqueue_defaults
+
+    large = prepare_problem(*_large_regression(), SearchConfig(n_trials=1, include=["lightgbm", "ridge"]))
+    small = _problem(Task.REGRESSION, rows=200, include=["lightgbm", "ridge"])
+
+    def queued(problem, probe, again=False):
+        study = optuna.create_study()
+        enqueue_defaults(study, problem, probe=probe)
+        if again:  # a second process creating the same study queues nothing more
+            enqueue_defaults(study, problem, probe=probe)
+        return [t.user_attrs["queued"] for t in study.trials]
+
+    assert queued(large, True, again=True)[:3] == ["probe", "default", "default"]
+    assert queued(large, True, again=True).count("probe") == 1
+    assert "probe" not in queued(large, False) and "probe" not in queued(small, True)
+    assert len(queued(small, True, again=True)) == len(queued(small, True))

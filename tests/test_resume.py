@@ -320,3 +320,30 @@ def test_a_zombie_worker_counts_as_dead():
     assert not study_mod._alive(child.pid)
     assert study_mod._alive(os.getpid())
     child.wait()
+
+
+def test_a_resumed_study_keeps_the_validation_its_trials_were_scored_with(tmp_path):
+    """With --cv auto the validation depends on the time budget (automl.splits.auto_folds):
+    a resume with a larger budget must not score its trials on other splits."""
+    import numpy as np
+
+    from automl.config import SearchConfig
+    from automl.data import prepare_target
+    from automl.engine import prepare_problem
+    from automl.opening import open_study
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(12_000, 4)), columns=list("abcd"))
+    frame["target"] = frame["a"] * 2 + rng.normal(size=len(frame))
+    X, t = prepare_target(frame, "target")
+    url = f"sqlite:///{tmp_path}/s.db"
+    short, long = SearchConfig(time_budget=10).validate(), SearchConfig(time_budget=300).validate()
+    first = prepare_problem(X, t, short)
+    assert first.splits.kind == "holdout"  # 48,000 cells over 2,500 a second of 10 s
+    open_study(short, first, url, "s", False, "target")
+    again = prepare_problem(X, t, long)
+    assert again.splits.kind == "cv"  # within 2,500 a second of 300 s
+    open_study(long, again, url, "s", True, "target")
+    assert again.splits.describe() == first.splits.describe()
+    assert again.info.n_train_rows == first.info.n_train_rows
+    np.testing.assert_array_equal(again.splits.folds[0][1], first.splits.folds[0][1])

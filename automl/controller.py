@@ -29,6 +29,7 @@ from automl.fidelity import (
     PROBE_ROWS,
     RowSample,
     final_member_estimate,
+    is_probe,
     refit_reserve,
     reserve_floor,
     trial_share,
@@ -191,7 +192,7 @@ class Controller:
             fold_s = None if known else self.share_s
             max_rows = self.rows.for_learner(learner, min(max(self.share_s, GROW_FRACTION * remaining),
                                                           soft))
-        if trial.user_attrs.get("queued") == "probe":
+        if is_probe(trial):
             max_rows = PROBE_ROWS
         if self.row_limit is not None and self.row_limit < self.problem.splits.n_train_rows:
             max_rows = min(max_rows or self.row_limit, self.row_limit)
@@ -273,7 +274,7 @@ class Controller:
         if result.get("stopped_at_deadline"):
             trial.set_user_attr("stopped_at_deadline", True)
         if rows and self.rows is not None and trainer_class(trial.params["learner"]).time_share \
-                and trial.user_attrs.get("queued") != "probe":  # its cost says little (fidelity)
+                and not is_probe(trial):
             self.rows.observe(trial.params["learner"], rows=int(rows),
                               fold_fit_s=float(result["fold_fit_time"]),
                               stopped=bool(result.get("stopped_at_deadline")))

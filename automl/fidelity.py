@@ -45,6 +45,12 @@ GROWTH = 4  # a learner's sample grows at most this much a trial
 FIT_FRACTION = 0.7  # a fold's fit is sized to this part of its time (the rest: predict, score)
 PROBE_MIN_TRAIN_ROWS = 40_000  # FLAML samples above 4 x its 10,000-row first sample
 PROBE_ROWS = 10_000
+PROBE = "probe"  # a probe trial's user attribute ``queued``
+
+
+def is_probe(trial: Any) -> bool:
+    """Whether ``trial`` (live or frozen) is the probe: its cost says little of the learner's."""
+    return trial.user_attrs.get("queued") == PROBE
 
 
 def trial_share(search_s: float) -> float:

@@ -17,6 +17,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from automl.fidelity import is_probe
+
 RANK_DECAY = 0.5
 COST_FLOOR_S = 0.05
 EXPLORE = 0.05
@@ -35,7 +37,7 @@ def learner_weights(trials: Sequence[FrozenTrial], learners: Sequence[str],
         if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value):
             v = t.value if greater_is_better else -t.value
             best[name] = max(best.get(name, -math.inf), v)
-            if t.user_attrs.get("queued") != "probe":  # a sample: its cost says little
+            if not is_probe(t):
                 costs[name].append(float(t.user_attrs.get("fit_time", 1.0)))
         elif t.state == TrialState.PRUNED:
             costs[name].append(float(t.user_attrs.get("fit_time", 1.0)))

@@ -13,7 +13,7 @@ import optuna
 from automl import study as study_mod
 from automl.config import SearchConfig
 from automl.exceptions import ConfigError
-from automl.fidelity import PROBE_MIN_TRAIN_ROWS
+from automl.fidelity import PROBE, PROBE_MIN_TRAIN_ROWS
 from automl.problem import Problem
 from automl.registry import get_trainer, trainer_class
 from automl.splits import folds_of, make_splits
@@ -100,7 +100,7 @@ def enqueue_defaults(study: optuna.Study, problem: Problem, portfolio: bool = Tr
         portfolios.append(list(trainer.portfolio(problem.info)) if portfolio else [])
     if probe and problem.splits.n_train_rows > PROBE_MIN_TRAIN_ROWS and \
             trainer_class(problem.learners[0]).time_share:
-        queue.insert(0, (queue[0][0], queue[0][1], "probe"))
+        queue.insert(0, (queue[0][0], queue[0][1], PROBE))
     for i in range(max((len(p) for p in portfolios), default=0)):
         for learner, configs in zip(problem.learners, portfolios):
             if i < len(configs):
@@ -110,7 +110,7 @@ def enqueue_defaults(study: optuna.Study, problem: Problem, portfolio: bool = Tr
     # on a small table, or one queued by a second process creating the study at once) is not
     # queued again
     def key(kind: str | None, fixed: dict[str, Any]) -> tuple[bool, str]:
-        return kind == "probe", repr(sorted(fixed.items()))
+        return kind == PROBE, repr(sorted(fixed.items()))
 
     seen = {key(t.user_attrs.get("queued"), t.system_attrs.get("fixed_params", t.params))
             for t in study.get_trials(deepcopy=False)}

@@ -8,6 +8,7 @@ prepared data copy-on-write and starts in milliseconds.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import pickle
@@ -24,7 +25,35 @@ import psutil
 
 from automl import interrupts
 
+log = logging.getLogger("automl")
+
 POLL_S = 0.1
+
+# GNU OpenMP (libgomp; torch and LightGBM load the same one) keeps its worker pool's
+# bookkeeping across a fork but not the workers: a forked child that runs a parallel region
+# with several threads then waits for them forever. So once a process has run work with
+# several threads itself (an in-process fit, the API's default), the trials it forks use one
+# thread each. A process's own flag is inherited by its forked children.
+_RAN_THREADED = False
+_IN_CHILD = False
+_WARNED = False
+
+
+def openmp_threads(n: int) -> int:
+    """How many threads a fit that asks for ``n`` may use in this process (the one place
+    that decides it: :meth:`automl.problem.Problem.fit_data` and the torch thread scope).
+
+    Example:
+        >>> openmp_threads(1)
+        1
+    """
+    global _RAN_THREADED
+    n = max(1, int(n))
+    if _IN_CHILD:
+        return 1 if _RAN_THREADED else n
+    if n > 1:
+        _RAN_THREADED = True
+    return n
 
 
 @dataclass
@@ -106,8 +135,9 @@ def ask_parent(message: Any) -> Any:
 
 def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
                 parent_pid: int | None = None, env: dict[str, str] | None = None) -> None:
-    global _CHANNEL
+    global _CHANNEL, _IN_CHILD
     _CHANNEL = conn
+    _IN_CHILD = True
     os.environ.update(env or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -195,6 +225,12 @@ class IsolatedChild:
     def __init__(self, fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | None,
                  on_message: Callable[[Any], Any] | None = None,
                  env: dict[str, str] | None = None) -> None:
+        global _WARNED
+        if _RAN_THREADED and not _IN_CHILD and not _WARNED:
+            _WARNED = True
+            log.warning("this process already ran multi-threaded work (an earlier in-process "
+                        "fit), so the trials it forks use one thread each (forked OpenMP "
+                        "thread pools hang); run the fit in a fresh process for full speed")
         ctx = mp.get_context("fork")
         self.conn, send = ctx.Pipe(duplex=True)
         self.deadline = deadline

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from automl import isolation
 from automl.config import SMALL_DATA_ROWS
 from automl.contracts import DataInfo, FitData
 from automl.metrics import Metric
@@ -43,7 +44,8 @@ class Problem:
         validation part); the one place a :class:`FitData` is built from a problem.
         ``max_rows``: train on a seeded sample of the training part (the validation part
         stays whole; see :mod:`automl.fidelity`)."""
-        common = dict(info=self.info, metric=self.metric, seed=seed, n_threads=n_threads,
+        common = dict(info=self.info, metric=self.metric, seed=seed,
+                      n_threads=isolation.openmp_threads(n_threads),
                       deadline=deadline, accelerator=accelerator, n_iterations=n_iterations)
         if fold is None:
             return FitData(X_train=self.X, y_train=self.y, X_valid=None, y_valid=None, **common)

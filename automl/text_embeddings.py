@@ -64,8 +64,10 @@ def _ensure(texts: Sequence[str], backbone: text_backbones.Backbone, threads: in
     import torch
 
     encoder = text_backbones.load_encoder(backbone)
+    from automl.isolation import openmp_threads
+
     previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
+    torch.set_num_threads(openmp_threads(threads))
     try:
         vectors = encoder.encode(todo, batch_size=BATCH, convert_to_numpy=True,
                                  show_progress_bar=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from automl.exceptions import MissingDependencyError, TrialFailed  # noqa: E402
 from automl.registry import get_trainer  # noqa: E402
 from automl.objective import TrialReporter  # noqa: E402
 from automl.study import make_pruner  # noqa: E402
-from tests.conftest import AUTOML, EXAMPLE, shared_dataset  # noqa: E402
+from tests.conftest import AUTOML, EXAMPLE, ROOT, shared_dataset  # noqa: E402
 from trainers import lightning_common  # noqa: E402
 from trainers.mlp import network  # noqa: E402
 from trainers.mlp.module import TabularModule  # noqa: E402
@@ -111,21 +112,39 @@ def test_refit_trains_the_trials_epochs_and_a_trial_reports_its_curve(penguins, 
     assert fitted.n_iterations == best
 
 
-def test_forked_trials_still_use_threads_after_in_process_use(penguins):
+FORK_AFTER_FIT = """
+import time
+import pandas as pd
+import torch
+from automl.isolation import run_isolated
+from tests.test_lightning_mlp import _fit, _problem
+from tests.conftest import EXAMPLE
+
+penguins = _problem(pd.read_csv(EXAMPLE), "species")
+est, _, _, _ = _fit(penguins, {"width": 512, "depth": 3})
+est.predict_proba(pd.concat([penguins.X] * 20))
+
+def child():
+    torch.set_num_threads(2)
+    a = torch.randn(1500, 1500)
+    return float((a @ a).abs().mean()), torch.get_num_threads()
+
+outcome = run_isolated(child, deadline=time.monotonic() + 60, mem_cap_mb=None)
+print("OUTCOME", repr((outcome.status, outcome.reason, outcome.value)))
+"""
+
+
+def test_forked_trials_still_use_threads_after_in_process_use():
     """Fitting and predicting here keep torch single-threaded, so a forked trial can use
-    several threads (a process whose OpenMP pool ran several threads hangs its forks)."""
-    from automl.isolation import run_isolated
-
-    est, _, _, _ = _fit(penguins, {"width": 512, "depth": 3})
-    est.predict_proba(pd.concat([penguins.X] * 20))
-
-    def child():
-        torch.set_num_threads(2)
-        a = torch.randn(1500, 1500)
-        return float((a @ a).exp().sum())
-
-    outcome = run_isolated(child, deadline=time.monotonic() + 60, mem_cap_mb=None)
-    assert outcome.status == "ok", outcome.reason
+    several threads (a process whose OpenMP pool ran several threads hangs its forks). In a
+    fresh interpreter: the test process itself may have run other libraries' threaded work."""
+    done = subprocess.run([sys.executable, "-c", FORK_AFTER_FIT], capture_output=True,
+                          text=True, timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = [x for x in done.stdout.splitlines() if x.startswith("OUTCOME ")][-1]
+    status, reason, value = ast.literal_eval(line.removeprefix("OUTCOME "))
+    assert status == "ok", reason
+    assert value[1] == 2  # the child kept its two threads
 
 
 def test_deadline_stops_training(penguins):

@@ -7,7 +7,10 @@ The misbehaving learners come from :mod:`tests.fake_trainers` (``hang`` never re
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -22,6 +25,7 @@ from automl.config import SearchConfig
 from automl.data import prepare_target
 from automl.isolation import run_isolated
 from automl.persistence import load_model
+from tests.conftest import ROOT
 from tests.runs import run_cli, tiny_csv
 
 
@@ -164,3 +168,47 @@ def test_no_successful_trial_is_a_one_line_error(tmp_path):
         errors[0].startswith("automl: error: no trial succeeded")
         and "learner exploded" in errors[0]
     )
+
+
+FORK_AFTER_THREADED_FIT = """
+import time
+import numpy as np
+import pandas as pd
+from automl.config import SearchConfig
+from automl.contracts import NullReporter
+from automl.data import prepare_target
+from automl.engine import prepare_problem
+from automl.isolation import run_isolated
+from automl.registry import get_trainer
+
+rng = np.random.default_rng(0)
+frame = pd.DataFrame(rng.normal(size=(20000, 8)), columns=[f"x{i}" for i in range(8)])
+frame["y"] = frame.x0 * 2 + frame.x1 ** 2 + rng.normal(size=20000)
+problem = prepare_problem(*prepare_target(frame, "y"), SearchConfig(n_trials=1).validate())
+trainer = get_trainer("lightgbm")
+
+def fit():
+    data = problem.fit_data(0, seed=0, n_threads=2, deadline=time.monotonic() + 60)
+    trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
+    return data.n_threads
+
+for where in ("child", "here", "child"):
+    if where == "here":
+        print("OUTCOME", repr(("here", "", fit())), flush=True)
+    else:
+        o = run_isolated(fit, deadline=time.monotonic() + 45, mem_cap_mb=None)
+        print("OUTCOME", repr((o.status, o.reason, o.value)), flush=True)
+"""
+
+
+def test_a_process_that_ran_threaded_work_forks_single_threaded_trials_not_hung_ones():
+    """GNU OpenMP (shared by LightGBM and torch) cannot fork its thread pool: after this
+    process fitted LightGBM with two threads (the API's in-process default), a forked trial
+    asking for two threads hung until its deadline. Now it gets one, and a warning says why.
+    In a fresh interpreter: the test process has run threaded work already."""
+    done = subprocess.run([sys.executable, "-c", FORK_AFTER_THREADED_FIT], capture_output=True,
+                          text=True, timeout=240, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [x.removeprefix("OUTCOME ") for x in done.stdout.splitlines() if x.startswith("OUTCOME ")]
+    assert [ast.literal_eval(x) for x in lines] == [("ok", "", 2), ("here", "", 2), ("ok", "", 1)]
+    assert done.stderr.count("trials it forks use one thread each") == 1

@@ -40,9 +40,11 @@ def torch_threads(n: int) -> Iterator[None]:
     forked trial and refit children, or with ``isolate=False`` where nothing forks a
     torch trial afterwards).
     """
+    from automl.isolation import openmp_threads
+
     torch = require("torch", "deep")
     previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
+    torch.set_num_threads(openmp_threads(n))
     try:
         yield
     finally:

@@ -32,27 +32,26 @@ POLL_S = 0.1
 # GNU OpenMP (libgomp; torch and LightGBM load the same one) keeps its worker pool's
 # bookkeeping across a fork but not the workers: a forked child that runs a parallel region
 # with several threads then waits for them forever. So once a process has run work with
-# several threads itself (an in-process fit, the API's default), the trials it forks use one
-# thread each. A process's own flag is inherited by its forked children.
-_RAN_THREADED = False
-_IN_CHILD = False
+# several threads itself (an in-process fit, the API's default), the processes it forks use
+# one thread each. The pid of the process that did is inherited by its forks.
+_THREADED_PID: int | None = None
 _WARNED = False
 
 
 def openmp_threads(n: int) -> int:
     """How many threads a fit that asks for ``n`` may use in this process (the one place
-    that decides it: :meth:`automl.problem.Problem.fit_data` and the torch thread scope).
+    that decides it: :meth:`automl.problem.Problem.fit_data` and the torch thread scopes).
 
     Example:
         >>> openmp_threads(1)
         1
     """
-    global _RAN_THREADED
+    global _THREADED_PID
     n = max(1, int(n))
-    if _IN_CHILD:
-        return 1 if _RAN_THREADED else n
+    if _THREADED_PID is not None and _THREADED_PID != os.getpid():
+        return 1  # a process this one was forked from ran threaded work
     if n > 1:
-        _RAN_THREADED = True
+        _THREADED_PID = os.getpid()
     return n
 
 
@@ -135,9 +134,8 @@ def ask_parent(message: Any) -> Any:
 
 def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
                 parent_pid: int | None = None, env: dict[str, str] | None = None) -> None:
-    global _CHANNEL, _IN_CHILD
+    global _CHANNEL
     _CHANNEL = conn
-    _IN_CHILD = True
     os.environ.update(env or {})
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -226,7 +224,7 @@ class IsolatedChild:
                  on_message: Callable[[Any], Any] | None = None,
                  env: dict[str, str] | None = None) -> None:
         global _WARNED
-        if _RAN_THREADED and not _IN_CHILD and not _WARNED:
+        if _THREADED_PID == os.getpid() and not _WARNED:
             _WARNED = True
             log.warning("this process already ran multi-threaded work (an earlier in-process "
                         "fit), so the trials it forks use one thread each (forked OpenMP "

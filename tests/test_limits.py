@@ -192,12 +192,17 @@ def fit():
     trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
     return data.n_threads
 
-for where in ("child", "here", "child"):
-    if where == "here":
-        print("OUTCOME", repr(("here", "", fit())), flush=True)
-    else:
-        o = run_isolated(fit, deadline=time.monotonic() + 45, mem_cap_mb=None)
-        print("OUTCOME", repr((o.status, o.reason, o.value)), flush=True)
+def in_child(job):
+    o = run_isolated(job, deadline=time.monotonic() + 45, mem_cap_mb=None)
+    return (o.status, o.reason, o.value)
+
+def fit_then_fork():  # a child that ran threaded work forks a single-threaded grandchild
+    return fit(), in_child(fit)
+
+print("OUTCOME", repr(in_child(fit)), flush=True)
+print("OUTCOME", repr(in_child(fit_then_fork)), flush=True)
+print("OUTCOME", repr(("here", "", fit())), flush=True)
+print("OUTCOME", repr(in_child(fit)), flush=True)
 """
 
 
@@ -210,5 +215,7 @@ def test_a_process_that_ran_threaded_work_forks_single_threaded_trials_not_hung_
                           text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [x.removeprefix("OUTCOME ") for x in done.stdout.splitlines() if x.startswith("OUTCOME ")]
-    assert [ast.literal_eval(x) for x in lines] == [("ok", "", 2), ("here", "", 2), ("ok", "", 1)]
-    assert done.stderr.count("trials it forks use one thread each") == 1
+    assert [ast.literal_eval(x) for x in lines] == [
+        ("ok", "", 2), ("ok", "", (2, ("ok", "", 1))), ("here", "", 2), ("ok", "", 1)]
+    # once in the child that forked its own, once here
+    assert done.stderr.count("trials it forks use one thread each") == 2

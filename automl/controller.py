@@ -27,6 +27,7 @@ from automl.executors import Executor, Outcome
 from automl.fidelity import (
     GROW_FRACTION,
     PROBE_ROWS,
+    PROBE_SHARE,
     RowSample,
     final_member_estimate,
     is_probe,
@@ -194,6 +195,8 @@ class Controller:
                                                           soft))
         if is_probe(trial):
             max_rows = PROBE_ROWS
+            if self.budget.time_budget:
+                soft = min(soft, max(1.0, PROBE_SHARE * self.budget.time_budget))
         if self.row_limit is not None and self.row_limit < self.problem.splits.n_train_rows:
             max_rows = min(max_rows or self.row_limit, self.row_limit)
         threshold = None

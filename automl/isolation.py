@@ -55,6 +55,28 @@ def openmp_threads(n: int) -> int:
     return n
 
 
+@contextmanager
+def torch_threads(n: int, extra: str = "deep") -> Iterator[None]:
+    """Run torch with ``n`` intra-op threads (as :func:`openmp_threads` allows), then restore
+    the previous number: the one scope every torch fit, prediction and text embedding uses.
+    ``extra``: the optional dependency named when torch is missing.
+
+    A process whose OpenMP pool has run with several threads cannot fork a child that uses
+    torch with several threads (the child hangs), and trials run in forks: so the search
+    process runs torch with one thread (predicting, embedding), and fits use the trial's
+    ``n_threads`` in the forked trial and refit children.
+    """
+    from automl.exceptions import require
+
+    torch: Any = require("torch", extra)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(openmp_threads(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 @dataclass
 class ChildOutcome:
     status: str  # "ok", "pruned", "failed", "timeout", "memory", "crashed"

@@ -61,18 +61,12 @@ def _ensure(texts: Sequence[str], backbone: text_backbones.Backbone, threads: in
     todo = list(dict.fromkeys(t for t in texts if (key, _digest(t)) not in _CACHE))
     if not todo:
         return True
-    import torch
+    from automl.isolation import torch_threads
 
     encoder = text_backbones.load_encoder(backbone)
-    from automl.isolation import openmp_threads
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(openmp_threads(threads))
-    try:
+    with torch_threads(threads, extra="text"):
         vectors = encoder.encode(todo, batch_size=BATCH, convert_to_numpy=True,
                                  show_progress_bar=False)
-    finally:
-        torch.set_num_threads(previous)
     new = {_digest(t): vec for t, vec in zip(todo, np.asarray(vectors, dtype=np.float32))}
     for d, vec in new.items():
         _CACHE[(key, d)] = vec

@@ -9,15 +9,14 @@ torch at module import; predicting needs torch and safetensors only.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from automl.contracts import Task
-from automl.exceptions import require
+from automl.isolation import torch_threads  # noqa: F401 - the trainers' import of it
 
 
 def logits_to_scores(logits: np.ndarray, task: str, y_mean: float, y_scale: float) -> np.ndarray:
@@ -27,28 +26,6 @@ def logits_to_scores(logits: np.ndarray, task: str, y_mean: float, y_scale: floa
         return logits[:, 0] * y_scale + y_mean
     z = np.exp(logits - logits.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Use ``n`` intra-op threads, then restore the previous number.
-
-    A process whose OpenMP pool has run with several threads cannot fork a child that
-    uses torch with several threads (the child hangs), and trials run in forks. So the
-    search process must only ever run torch single-threaded: predicting uses one thread,
-    and a fit uses the trial's ``n_threads`` (one for small data; several only in the
-    forked trial and refit children, or with ``isolate=False`` where nothing forks a
-    torch trial afterwards).
-    """
-    from automl.isolation import openmp_threads
-
-    torch = require("torch", "deep")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(openmp_threads(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def safetensors_bytes(state: Mapping[str, Any]) -> bytes:

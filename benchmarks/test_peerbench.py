@@ -90,6 +90,18 @@ def test_run_limited_reports_exit_code_and_memory(tmp_path: Path) -> None:
     assert result.peak_rss_mb > 150
 
 
+def test_run_limited_counts_the_cpu_of_workers_the_tree_never_reaps(tmp_path: Path) -> None:
+    """Ray's workers are reaped by init, not by the process the runner waits for: their CPU
+    is the run's own, not other load (AutoGluon best_quality's flights run read as 79%
+    other CPU before)."""
+    busy = "import time; t = time.process_time(); exec('while time.process_time() - t < 1.5: pass')"
+    code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', %r]); "
+            "time.sleep(2.5); import os; os._exit(0)" % busy)  # exits without reaping it
+    result = run_limited([sys.executable, "-c", code], cwd=tmp_path, log_prefix=tmp_path / "orphan",
+                         timeout_s=30, cores=1)
+    assert result.returncode == 0 and result.cpu_s >= 1.2, result
+
+
 def test_resume_reuses_only_runs_of_the_same_version_and_settings(tmp_path: Path) -> None:
     import json
 

@@ -28,7 +28,7 @@ class ProcResult:
     peak_rss_mb: float
     timed_out: bool
     stderr_tail: str
-    cpu_s: float  # CPU seconds of the reaped process tree
+    cpu_s: float  # CPU seconds of the process tree (reaped, or seen while it ran: see _Tree)
     other_cpu_frac: float  # share of the machine's CPU used by anything else meanwhile
     peak_pss_mb: float = 0.0  # 0 where the system does not report PSS
 
@@ -60,36 +60,54 @@ def _affinity(cores: int) -> list[int]:
     return available[:cores]
 
 
-def _tree_memory(root: psutil.Process) -> tuple[int, int]:
-    """(sum of RSS, sum of PSS) over ``root`` and its descendants, in bytes."""
-    try:
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0, 0
-    rss = pss = 0
-    for proc in procs:
+class _Tree:
+    """What the process and its descendants use, sampled while they run.
+
+    CPU: the kernel's RUSAGE_CHILDREN counts only descendants that were reaped; a process
+    tree that leaves its workers to be reaped by init (Ray's raylet and workers, which
+    AutoGluon's best_quality starts) would otherwise count as "other" load. So the CPU
+    time of every descendant seen is kept, and the run's CPU is the larger of the two.
+    """
+
+    def __init__(self, root: psutil.Process) -> None:
+        self.root = root
+        self.peak_rss = self.peak_pss = 0
+        self.cpu: dict[tuple[int, float], float] = {}  # (pid, start time) -> CPU seconds seen
+
+    def sample(self) -> None:
         try:
-            info = proc.memory_full_info()
+            procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
-            continue
-        rss += info.rss
-        pss += getattr(info, "pss", 0)
-    return rss, pss
+            return
+        rss = pss = 0
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    info = proc.memory_full_info()
+                    times = proc.cpu_times()
+                    key = (proc.pid, proc.create_time())
+            except psutil.Error:
+                continue
+            rss += info.rss
+            pss += getattr(info, "pss", 0)
+            self.cpu[key] = times.user + times.system
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.cpu.values())
 
 
-def _watch(popen: subprocess.Popen, start: float, timeout_s: float) -> tuple[int, int, bool]:
-    """Poll until the process exits or the limit passes; return (peak RSS, peak PSS, timed out)."""
-    root = psutil.Process(popen.pid)
-    peak_rss = peak_pss = 0
+def _watch(popen: subprocess.Popen, start: float, timeout_s: float, tree: _Tree) -> bool:
+    """Sample ``tree`` until the process exits or the limit passes; True when it timed out."""
     while True:
-        rss, pss = _tree_memory(root)
-        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        tree.sample()
         try:
             popen.wait(timeout=POLL_SECONDS)
-            return peak_rss, peak_pss, False
+            return False
         except subprocess.TimeoutExpired:
             if time.monotonic() - start > timeout_s:
-                return peak_rss, peak_pss, True
+                return True
 
 
 def _kill_group(pgid: int) -> None:
@@ -132,8 +150,9 @@ def run_limited(
             env=limited_env(cores, env_extra), start_new_session=True,
             preexec_fn=lambda: os.sched_setaffinity(0, cpus),
         )
+        tree = _Tree(psutil.Process(popen.pid))
         try:
-            peak, peak_pss, timed_out = _watch(popen, start, timeout_s)
+            timed_out = _watch(popen, start, timeout_s, tree)
         except BaseException:  # Ctrl-C: the child is in its own session, so stop it here
             _kill_group(popen.pid)
             raise
@@ -142,13 +161,13 @@ def run_limited(
             _kill_group(popen.pid)
         popen.wait()
         _kill_group(popen.pid)  # stragglers the finished process left in its group
-    tree_cpu = _rusage_seconds(resource.RUSAGE_CHILDREN) - children0
+    tree_cpu = max(_rusage_seconds(resource.RUSAGE_CHILDREN) - children0, tree.cpu_s)
     runner_cpu = _rusage_seconds(resource.RUSAGE_SELF) - self0
     other = max(0.0, _busy_seconds() - busy0 - tree_cpu - runner_cpu)
     capacity = max(wall, 1e-9) * (os.cpu_count() or 1)
     return ProcResult(
         returncode=None if timed_out else popen.returncode, wall_s=wall,
-        peak_rss_mb=peak / 2**20, timed_out=timed_out, stderr_tail=_tail(err_path),
+        peak_rss_mb=tree.peak_rss / 2**20, timed_out=timed_out, stderr_tail=_tail(err_path),
         cpu_s=tree_cpu,
-        other_cpu_frac=min(1.0, other / capacity), peak_pss_mb=peak_pss / 2**20,
+        other_cpu_frac=min(1.0, other / capacity), peak_pss_mb=tree.peak_pss / 2**20,
     )

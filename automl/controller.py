@@ -97,7 +97,8 @@ class Controller:
                  executor: Executor, budget: Budget, *,
                  callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
                  on_result: Callable[[Any, dict[str, Any]], None] | None = None,
-                 oof_dir: str | None = None, fold_dir: str | None = None) -> None:
+                 oof_dir: str | None = None, fold_dir: str | None = None,
+                 share: Callable[[], None] | None = None) -> None:
         self.study, self.problem, self.config = study, problem, config
         self.executor, self.budget = executor, budget
         self.callbacks, self.on_result = list(callbacks), on_result
@@ -120,6 +121,11 @@ class Controller:
         self.row_limit: int | None = None  # at most this many training rows a fold (a rescue)
         self._planned_at = -1  # finished trials when the final model was last planned
         self._plan: tuple[tuple[int, ...], float] | None = None  # (candidates, its reserve)
+        # the preprocessing every trial shares (engine._shared_preprocessing), fitted before the
+        # first trial that is not a probe: a probe trains on a sample and preprocesses it itself,
+        # so on a large table the first result comes before the slow shared fit, not after it
+        self._share = share
+        self.preprocessing_s = 0.0  # how long that shared fit took
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -154,6 +160,9 @@ class Controller:
 
     def _fill(self) -> None:
         while self.executor.free_slots() > 0 and self._may_start():
+            if self._share is not None and not self._probe_waiting():
+                self._share_preprocessing()
+                continue  # it took time: may a trial still start?
             if self.heartbeat_on:
                 optuna.storages.fail_stale_trials(self.study)
             self.choose_learner(self.study)
@@ -169,6 +178,19 @@ class Controller:
                 return
             log.debug("trial %d: %s starts, limit %.1fs", trial.number, spec.learner, spec.limit_s)
             self.executor.submit(spec, _TrialHooks(trial))
+
+    def _probe_waiting(self) -> bool:
+        return any(is_probe(t) for t in self.study.get_trials(deepcopy=False,
+                                                                states=(TrialState.WAITING,)))
+
+    def _share_preprocessing(self) -> None:
+        share, self._share = self._share, None
+        t0 = time.monotonic()
+        assert share is not None
+        share()
+        self.preprocessing_s = time.monotonic() - t0
+        if self.budget.time_budget:  # the time share of a trial, from what is left now
+            self.share_s = trial_share(max(0.0, self.budget.remaining()))
 
     def _spec(self, trial: optuna.Trial) -> TrialSpec | None:
         # (the trial's `worker` is recorded by the sampler when Optuna creates it: study.WorkerTagging)

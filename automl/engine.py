@@ -190,15 +190,16 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                     if config.bagging and problem.splits.kind == "cv" else None)
         try:
             executor.start(problem)
-            _shared_preprocessing(problem, executor, config, budget)
             search_start = time.monotonic()
-            controller = Controller(study, problem, config, executor, budget, callbacks=callbacks,
-                                    on_result=keep, oof_dir=oof_dir, fold_dir=fold_dir)
+            controller = Controller(
+                study, problem, config, executor, budget, callbacks=callbacks, on_result=keep,
+                oof_dir=oof_dir, fold_dir=fold_dir,
+                share=lambda: _shared_preprocessing(problem, executor, config, budget))
             controller.run()
             if not best_trials(study, problem.metric, 1):
                 controller.rescue()
-            if not best_trials(study, problem.metric, 1):
-                raise no_success_error(study, budget, search_start)
+            if not best_trials(study, problem.metric, 1):  # (the shared fit was preparation too)
+                raise no_success_error(study, budget, search_start + controller.preprocessing_s)
             model = build_model(problem, config, study, budget, executor, fallback.models, oof_dir,
                                 fold_dir)
             if oof_dir and not tmp_dir:

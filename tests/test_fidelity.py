@@ -322,3 +322,43 @@ def test_the_probe_stops_training_after_its_share_of_the_budget():
     probe, default = controller._spec(study.ask()), controller._spec(study.ask())
     assert probe.max_train_rows == PROBE_ROWS and probe.soft_s <= PROBE_SHARE * 60
     assert default.max_train_rows is None and default.soft_s > 4 * probe.soft_s
+
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_the_shared_preprocessing_is_fitted_after_the_probe_and_before_any_other_trial(probe):
+    """The probe preprocesses its own 10,000 rows, so the slow fit every other trial shares
+    (seconds on 500,000 rows) waits until the probe has given a first result; without a
+    probe it comes before the first trial. Real forked trials (the local executor)."""
+    from automl.controller import Budget, Controller
+    from automl.executors.local import LocalExecutor
+    from automl.fidelity import PROBE_ROWS
+    from automl.opening import enqueue_defaults
+
+    config = SearchConfig(time_budget=60, include=["lightgbm"], n_trials=2).validate()
+    problem = prepare_problem(*_large_regression(), config)
+    study = optuna.create_study()
+    enqueue_defaults(study, problem, probe=probe)
+    events = []
+
+    class Recording(LocalExecutor):
+        def submit(self, spec, hooks):
+            events.append(("trial", spec.max_train_rows, bool(problem.pre_cache)))
+            super().submit(spec, hooks)
+
+    executor = Recording(config)
+    executor.start(problem)
+
+    def share():
+        events.append("share")
+        executor.share_preprocessing(["tree"], seed=0, limit_s=30)
+
+    controller = Controller(study, problem, config, executor,
+                            Budget(start=time.monotonic(), time_budget=60, n_trials=2), share=share)
+    controller.run()
+    executor.close()
+    if probe:
+        assert events == [("trial", PROBE_ROWS, False), "share", ("trial", None, True)]
+    else:
+        assert events == ["share", ("trial", None, True), ("trial", None, True)]
+    assert [t.state for t in study.trials[:2]] == [TrialState.COMPLETE] * 2
+    assert controller.preprocessing_s > 0

@@ -24,7 +24,7 @@ from sklearn.linear_model import ElasticNet, LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
 from automl.contracts import FitData, Fitted, Task
-from automl.preprocessing import categorical_indices
+from automl.preprocessing import MAX_ORDINAL_LEVELS, categorical_indices
 from search_spaces import forest, hist_gb, knn, linear
 from trainers._base import (
     PreprocessedTrainer,
@@ -222,7 +222,7 @@ class HistGBTrainer(PreprocessedTrainer):
         return HistGradientBoostingRegressor(**common)
 
     def fit_model(self, model, pre, Xt, Xv, data, reporter):  # noqa: D102
-        model.set_params(categorical_features=categorical_indices(pre) or None)
+        model.set_params(categorical_features=categorical_indices(pre, MAX_ORDINAL_LEVELS) or None)
         if Xv is None:  # refit: as many iterations as the trials found useful
             iters = int(data.n_iterations or 100)
             model.set_params(max_iter=max(1, iters), early_stopping=False)

@@ -20,6 +20,7 @@ from automl.contracts import FitData, Task  # noqa: E402
 from automl.data import prepare_target  # noqa: E402
 from automl.engine import prepare_problem  # noqa: E402
 from automl.exceptions import TrialFailed  # noqa: E402
+from automl.isolation import torch_threads  # noqa: E402
 from trainers.lightning_callbacks import keep_best, validation_callbacks  # noqa: E402
 from trainers.lightning_common import (  # noqa: E402
     LossWatch,
@@ -34,7 +35,7 @@ from trainers.mlp.estimator import MLPEstimator  # noqa: E402
 from trainers.mlp.module import TabularModule  # noqa: E402
 from trainers.mlp.network import architecture, build_network, embedding_dim, forward  # noqa: E402
 from trainers.mlp.preprocessing import cardinalities, make_net_preprocessor, split_inputs  # noqa: E402
-from trainers.torch_estimator import logits_to_scores, torch_threads  # noqa: E402
+from trainers.torch_estimator import logits_to_scores  # noqa: E402
 
 pytestmark = pytest.mark.deep
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from automl.exceptions import ConfigError, DataError, MissingDependencyError, require
 from automl.images import open_rgb
-from trainers.torch_estimator import TorchEstimator, torch_threads
+from automl.isolation import torch_threads
+from trainers.torch_estimator import TorchEstimator
 
 BACKBONES = ("lite0", "lite1", "lite2")
 WEIGHTS_ENV = "AUTOML_IMAGE_WEIGHTS"

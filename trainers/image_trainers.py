@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.exceptions import TrialFailed, require
+from automl.isolation import torch_threads
 from search_spaces import image as image_space
 from trainers.image_backbone import (
     ImageEstimator,
@@ -48,7 +49,7 @@ from trainers.lightning_common import (
     training_root,
     whole_batch,
 )
-from trainers.torch_estimator import logits_to_scores, torch_threads
+from trainers.torch_estimator import logits_to_scores
 
 ESTIMATOR = "trainers.image_backbone.ImageEstimator"
 WARMUP_FRACTION = 0.1

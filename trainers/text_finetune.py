@@ -29,6 +29,7 @@ import numpy as np
 from automl import text_backbones
 from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.exceptions import TrialFailed, require
+from automl.isolation import torch_threads
 from search_spaces import text_finetune as ft_space
 from trainers.distributed import fit as dist_fit
 from trainers.distributed import rank_hooks, trial_devices
@@ -44,7 +45,6 @@ from trainers.lightning_common import (
     weighted_loss,
     whole_batch,
 )
-from trainers.torch_estimator import logits_to_scores, torch_threads
 from trainers.text_network import (
     TextFinetuneEstimator,
     activation_bytes,
@@ -57,6 +57,7 @@ from trainers.text_network import (
     tokenizer,
     trim_batch,
 )
+from trainers.torch_estimator import logits_to_scores
 
 WARMUP_FRACTION = 0.1
 EVAL_BATCH = 64

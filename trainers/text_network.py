@@ -22,7 +22,8 @@ import pandas as pd
 from automl import text_backbones, text_embeddings
 from automl.contracts import Task
 from automl.exceptions import TrialFailed, require
-from trainers.torch_estimator import TorchEstimator, torch_threads
+from automl.isolation import torch_threads
+from trainers.torch_estimator import TorchEstimator
 
 EVAL_BATCH = 64
 

@@ -16,7 +16,6 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from automl.contracts import Task
-from automl.isolation import torch_threads  # noqa: F401 - the trainers' import of it
 
 
 def logits_to_scores(logits: np.ndarray, task: str, y_mean: float, y_scale: float) -> np.ndarray:

@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 
 from automl.exceptions import require
+from automl.isolation import torch_threads
 from trainers.mlp.network import build_network, forward
 from trainers.mlp.preprocessing import split_inputs
-from trainers.torch_estimator import TorchEstimator, torch_threads
+from trainers.torch_estimator import TorchEstimator
 
 EVAL_BATCH = 8192
 

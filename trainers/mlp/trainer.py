@@ -12,6 +12,7 @@ from sklearn.pipeline import Pipeline
 
 from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.exceptions import TrialFailed, require
+from automl.isolation import torch_threads
 from search_spaces import mlp as mlp_space
 from trainers.lightning_common import (
     Rows,
@@ -24,7 +25,7 @@ from trainers.lightning_common import (
 from trainers.mlp.estimator import EVAL_BATCH, MLPEstimator
 from trainers.mlp.network import architecture, build_network
 from trainers.mlp.preprocessing import cardinalities, make_net_preprocessor, split_inputs
-from trainers.torch_estimator import logits_to_scores, torch_threads
+from trainers.torch_estimator import logits_to_scores
 
 DEPENDENCIES = ("torch", "lightning", "safetensors")
 WARMUP_FRACTION = 0.05

@@ -13,8 +13,8 @@ from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardS
 
 from automl.contracts import Task
 from automl.preprocessing import (
-    MAX_ORDINAL_LEVELS,
     TextFeatures,
+    _categoricals,
     _target_encoder,
     datetime_feature_names,
     datetime_features,
@@ -32,9 +32,7 @@ def make_net_preprocessor(schema: FeatureSchema, *, seed: int = 0, n_rows: int =
     numeric = schema.columns_of("numeric", "boolean")
     dates = schema.columns_of("datetime")
     texts = schema.columns_of("text")
-    cats = [c for c in schema.columns if c.kind == "categorical"]
-    high = [c.name for c in cats if c.high_cardinality or c.n_unique > MAX_ORDINAL_LEVELS]
-    low = [c.name for c in cats if c.name not in high]
+    low, high = _categoricals(schema)  # the linear style's split: high ones target-encoded
     steps: list[tuple[str, Any, Any]] = []
     steps += numeric_steps(numeric)
     if dates:

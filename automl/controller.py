@@ -36,7 +36,7 @@ from automl.fidelity import (
     trial_share,
 )
 from automl.heartbeats import Heartbeats
-from automl.objective import Objective, TrialSpec
+from automl.objective import Objective, TrialSpec, first_model_path
 from automl.problem import Problem
 from automl.registry import get_trainer, trainer_class
 from automl.trial_files import (
@@ -98,11 +98,15 @@ class Controller:
                  callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
                  on_result: Callable[[Any, dict[str, Any]], None] | None = None,
                  oof_dir: str | None = None, fold_dir: str | None = None,
+                 model_dir: str | None = None,
                  share: Callable[[], None] | None = None) -> None:
         self.study, self.problem, self.config = study, problem, config
         self.executor, self.budget = executor, budget
         self.callbacks, self.on_result = list(callbacks), on_result
         self.oof_dir, self.fold_dir = oof_dir, fold_dir
+        # where trials write their first split's model (TrialSpec.model_dir); a trial's file
+        # that on_result did not take (or a failed, pruned or killed trial's) goes after it
+        self.model_dir = model_dir
         self.objective = Objective(problem, config)
         self.running: dict[int, tuple[optuna.Trial, float]] = {}  # number -> (trial, start)
         from automl.learner_choice import LearnerChooser
@@ -231,7 +235,8 @@ class Controller:
             soft_s=soft, limit_s=hard,
             accelerator=getattr(self.executor, "accelerator", "cpu"),
             keep_model_if_better=self._keep_threshold(learner), keep_folds=self.fold_dir is not None,
-            fold_threshold=threshold, max_train_rows=max_rows, fold_s=fold_s)
+            fold_threshold=threshold, max_train_rows=max_rows, fold_s=fold_s,
+            model_dir=self.model_dir)
 
     def _keep_threshold(self, learner: str) -> float | None:
         """A trial sends its first-split model back when it beats this: the value of the
@@ -280,6 +285,8 @@ class Controller:
                 if outcome.status == "lost" and study_mod.retry_once(self.study, frozen):
                     log.warning("trial %d was lost (%s); its configuration runs once more",
                                 number, outcome.reason)
+        if self.model_dir is not None:
+            first_model_path(self.model_dir, number).unlink(missing_ok=True)
         return frozen
 
     def _record(self, trial: optuna.Trial, result: dict[str, Any]) -> float:

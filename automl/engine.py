@@ -188,12 +188,15 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
         # never in the output folder a later --resume would read.
         fold_dir = (tempfile.mkdtemp(prefix="automl-folds-")
                     if config.bagging and problem.splits.kind == "cv" else None)
+        # trials and refits on this machine leave their models' pickles here, not in memory
+        model_dir = kept_dir if getattr(executor, "local_files", False) else None
         try:
             executor.start(problem)
             search_start = time.monotonic()
             controller = Controller(
                 study, problem, config, executor, budget, callbacks=callbacks, on_result=keep,
                 oof_dir=oof_dir, fold_dir=fold_dir,
+                model_dir=model_dir,
                 share=lambda: _shared_preprocessing(problem, executor, config, budget))
             controller.run()
             if not best_trials(study, problem.metric, 1):
@@ -201,7 +204,7 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
             if not best_trials(study, problem.metric, 1):  # (the shared fit was preparation too)
                 raise no_success_error(study, budget, search_start + controller.preprocessing_s)
             model = build_model(problem, config, study, budget, executor, fallback.models, oof_dir,
-                                fold_dir)
+                                fold_dir, model_dir)
             if oof_dir and not tmp_dir:
                 prune_oof(oof_dir, study, problem.metric)
         finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -65,9 +66,10 @@ def no_success_error(study: optuna.Study, budget: Budget | None = None,
 
 
 def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial, deadline: float,
-                executor: Executor) -> bytes | None:
-    """Refit one trial's configuration on all rows, where trials run; the pickled estimator,
-    or None if it fails or runs out of time."""
+                executor: Executor, model_dir: str | None = None) -> bytes | str | None:
+    """Refit one trial's configuration on all rows, where trials run; the pickled estimator
+    (with ``model_dir``: the path of the file in it that holds it), or None if it fails or
+    runs out of time."""
     learner, params = learner_params(trial)
     n_iterations = None
     if trial.user_attrs.get("n_iterations"):
@@ -77,7 +79,8 @@ def refit_trial(problem: Problem, config: SearchConfig, trial: FrozenTrial, dead
     spec = TrialSpec(number=trial.number, learner=learner, params=params, seed=config.seed,
                      n_threads=config.threads_per_trial(len(problem.y), problem.info.n_features),
                      soft_s=limit, limit_s=limit,
-                     accelerator=getattr(executor, "accelerator", "cpu"), n_iterations=n_iterations)
+                     accelerator=getattr(executor, "accelerator", "cpu"), n_iterations=n_iterations,
+                     model_dir=model_dir)
     outcome = executor.call(refit, spec)
     if outcome.status == "ok":
         return outcome.value
@@ -166,9 +169,13 @@ class FallbackModel:
         self.learners: dict[int, Any] = {}
 
     def offer(self, trial: Any, result: dict[str, Any]) -> None:
-        if result.get("model") is None:
+        if result.get("model_file"):  # the trial pickled it into a file (spec.model_dir)
+            if not self.models.put_file(trial.number, Path(result["model_file"])):
+                return
+        elif result.get("model") is not None:
+            self.models.put(trial.number, result["model"])
+        else:
             return
-        self.models.put(trial.number, result["model"])
         self.values[trial.number] = float(result["value"])
         self.learners[trial.number] = (getattr(trial, "params", None) or {}).get("learner")
         ranked = sorted(self.values, key=self.values.__getitem__,
@@ -214,6 +221,20 @@ class KeptModels(Mapping):
                 pass
         self._memory[number] = blob
 
+    def put_file(self, number: int, path: Path) -> bool:
+        """Take the pickle a trial wrote to ``path`` (moved, not read); False if it is gone."""
+        try:
+            size = path.stat().st_size
+            if self.folder is not None:
+                os.replace(path, self._path(number))
+            else:
+                self._memory[number] = path.read_bytes()
+                path.unlink()
+        except OSError:
+            return False
+        self._sizes[number] = size
+        return True
+
     def size(self, number: int) -> int:
         return self._sizes[number]
 
@@ -252,9 +273,12 @@ class KeptModels(Mapping):
 
 def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, budget: Budget,
                 executor: Executor, fallback: Mapping[int, Any] | None = None,
-                oof_dir: str | None = None, fold_dir: str | None = None) -> AutoMLModel:
+                oof_dir: str | None = None, fold_dir: str | None = None,
+                model_dir: str | None = None) -> AutoMLModel:
     """The final model: the winner (an ensemble of trials, or the best trial), each member
-    its trial's fold models bagged (when kept, see ``FoldBag``) or refitted on all rows."""
+    its trial's fold models bagged (when kept, see ``FoldBag``) or refitted on all rows.
+    ``model_dir``: a folder of this machine where refits leave their pickled models (for
+    an executor whose trials run here), read back one at a time rather than all held."""
     if config.ensemble:
         trials, weights, ens_score = select_ensemble(problem, study, oof_dir)
     else:
@@ -293,7 +317,7 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
                      "first split", trial.number)
             est = kept
         else:
-            est = refit_trial(problem, config, trial, deadline, executor)
+            est = refit_trial(problem, config, trial, deadline, executor, model_dir)
         if est is None and kept is not None:
             log.warning("using trial %d's model trained on its first split instead of a refit",
                         trial.number)
@@ -304,8 +328,12 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
         kept_w.append(w)
         desc.append({"trial": trial.number, "learner": learner, "params": params,
                      "score": trial.value, "weight": w})
-    # models kept as bytes are unpickled only now, after the last forked refit
-    members = [_unpickle_member(m, problem) for m in members]
+    # models kept as bytes are unpickled only now, after the last forked refit; one at a
+    # time, each member's bytes let go as it is built (a forest's are tens of MB)
+    bags.clear()
+    est = kept = None  # the loop's last references to a member's bytes
+    for i in range(len(members)):
+        members[i] = _unpickle_member(members[i], problem)
     if not members:
         raise SearchFailedError(f"refitting the best trial ({trials[0].params.get('learner')}) on all "
                                 "rows failed and no fold model was kept; give a larger --time-budget.")
@@ -349,4 +377,9 @@ def _unpickle_member(member: Any, problem: Problem) -> Any:
 
     if isinstance(member, tuple) and member[0] == "folds":
         return FoldBag(pickle.loads(member[1]), problem.info.task, problem.info.n_classes)
+    if isinstance(member, str):  # a refit's file (build_model's model_dir): streamed, then gone
+        with open(member, "rb") as fh:
+            model = pickle.load(fh)
+        os.unlink(member)
+        return model
     return pickle.loads(member) if isinstance(member, bytes) else member

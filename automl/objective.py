@@ -8,10 +8,12 @@ the result into the trial's value and attributes.
 
 from __future__ import annotations
 
+import os
 import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,9 @@ class TrialSpec:
     n_iterations: int | None = None  # a refit: the rounds the trial's early stopping chose, scaled
     max_train_rows: int | None = None  # train each fold on a sample of its rows (automl.fidelity)
     fold_s: float | None = None  # start no new fold after this (automl.fidelity); None: soft_s
+    # a folder of the driver's machine: the first split's model is pickled to a file there
+    # as soon as it is fitted, not held until the last fold and sent back as bytes
+    model_dir: str | None = None
 
 
 class TrialReporter:
@@ -111,6 +116,7 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
     iterations: list[int] = []
     fit_times: list[float] = []
     first_model = None
+    model_file: Path | None = None
     bagging = spec.keep_folds and len(problem.splits.folds) > 1
     fold_models: list[Any] = []
     n_folds = len(problem.splits.folds)
@@ -136,8 +142,15 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
             iterations.append(int(fitted.n_iterations))
         if i == 0:
             first_model = model
+            if spec.model_dir is not None:
+                # on disk now: a forest's first-split model is tens of MB, and the trial
+                # would otherwise hold it beside each later fold's model and its own pickle
+                model_file = first_model_path(spec.model_dir, spec.number)
+                _pickle_to_file(model, model_file)
+                first_model = None
         if bagging:
             fold_models.append(model)
+        del model, fitted  # before the next fold's fit: one model at a time in memory
         if i + 1 < n_folds and time.monotonic() + 0.5 * np.mean(fit_times) > fold_deadline:
             # out of time (the next fold would run well past the trial's share): the folds
             # done so far are a usable, lower-fidelity result (their mean), not a failure;
@@ -154,7 +167,13 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
     if info.task.is_classification and oof is not None:
         valid = ~np.isnan(oof).any(axis=1)
         result["balance"] = balance_report(y[valid], oof[valid].astype(float), k)
-    if spec.keep_model_if_better is None or metric.better(value, spec.keep_model_if_better):
+    wanted = spec.keep_model_if_better is None or metric.better(value, spec.keep_model_if_better)
+    if model_file is not None:
+        if wanted:
+            result["model_file"] = str(model_file)
+        else:
+            model_file.unlink(missing_ok=True)
+    elif wanted:
         # Sent as bytes and unpickled by the driver only if it is used: unpickling LightGBM
         # runs OpenMP, and a process that ran OpenMP must not fork trial children any more.
         result["model"] = pickle.dumps(first_model, protocol=pickle.HIGHEST_PROTOCOL)
@@ -163,9 +182,28 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
     return result
 
 
-def refit(problem: Problem, spec: TrialSpec) -> bytes:
+def first_model_path(folder: str, number: int) -> Path:
+    """Where trial ``number`` pickles its first split's model in ``folder``."""
+    return Path(folder) / f"trial-{number}.first.pkl"
+
+
+def _pickle_to_file(obj: Any, path: Path) -> None:
+    """Pickle ``obj`` straight into ``path`` (through a temporary name, so a trial killed
+    while writing leaves no half file under it); no copy of its bytes in memory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def refit(problem: Problem, spec: TrialSpec) -> bytes | str:
     """Fit ``spec``'s configuration on all rows; the estimator comes back pickled (the
-    driver unpickles it after the last fork, see :mod:`automl.final_model`)."""
+    driver unpickles it after the last fork, see :mod:`automl.final_model`): as bytes, or
+    with ``spec.model_dir``, in a file there, whose path comes back."""
     from threadpoolctl import threadpool_limits
 
     accelerator = spec.accelerator
@@ -176,6 +214,10 @@ def refit(problem: Problem, spec: TrialSpec) -> bytes:
                             n_iterations=spec.n_iterations or None)
     with threadpool_limits(limits=max(1, spec.n_threads)):
         fitted = as_fitted(get_trainer(spec.learner).fit(spec.params, data, NullReporter()))
+    if spec.model_dir is not None:
+        path = Path(spec.model_dir) / f"trial-{spec.number}.refit.pkl"
+        _pickle_to_file(fitted.estimator, path)
+        return str(path)
     return pickle.dumps(fitted.estimator, protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
+import weakref
 
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from automl.config import SearchConfig
 from automl.contracts import Task
@@ -16,6 +19,7 @@ from automl.contracts import NullReporter
 from automl.testing import tiny_frame
 from automl.registry import get_trainer
 from trainers import sklearn_trainers
+from trainers.sklearn_trainers import LogisticTrainer
 
 
 def _fit_forest(rows, learner="random_forest", n_estimators=300, task=Task.REGRESSION):
@@ -75,3 +79,99 @@ def test_a_childs_large_bytes_travel_beside_its_result_and_arrive_whole():
                            deadline=time.monotonic() + 60, mem_cap_mb=None)
     assert outcome.status == "ok"
     assert outcome.value == {"model": big, "note": small, "value": 0.5}
+
+
+class _TrackedLogistic(LogisticRegression):
+    """A logistic regression that counts how many of its fitted selves are alive."""
+
+    def fit(self, X, y, sample_weight=None):
+        _LIVE.add(self)
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+_ALIVE_AT_FIT: list[int] = []
+
+
+class _TrackedTrainer(LogisticTrainer):
+    name = "tracked_logistic"
+    saved_types = LogisticTrainer.saved_types | {f"{__name__}._TrackedLogistic"}
+
+    def build(self, params, data):
+        _ALIVE_AT_FIT.append(len(_LIVE))  # fold models still held when the next fit starts
+        return _TrackedLogistic(C=params["C"], max_iter=200)
+
+
+def _cv(tmp_path, **spec):
+    from automl.objective import TrialSpec, cross_validate
+    from automl.registry import registered
+
+    frame, target = tiny_frame(Task.BINARY, rows=200)
+    X, t = prepare_target(frame, target)
+    problem = prepare_problem(X, t, SearchConfig(n_trials=1).validate())
+    _ALIVE_AT_FIT.clear()
+    with registered(_TrackedTrainer):
+        spec = TrialSpec(number=7, learner="tracked_logistic", params={"C": 1.0}, seed=0,
+                         n_threads=1, soft_s=60, limit_s=60, **spec)
+        return cross_validate(problem, spec, reporter=NullReporter(),
+                              deadline=time.monotonic() + 60), problem
+
+
+def test_a_trial_writes_its_first_model_to_disk_and_holds_one_fold_model_at_a_time(tmp_path):
+    result, problem = _cv(tmp_path, model_dir=str(tmp_path))
+    assert result["n_folds"] == result["folds_done"] == 5
+    # no earlier fold's model (the first one included) is alive when a fold's fit starts
+    assert _ALIVE_AT_FIT == [0] * 5
+    assert "model" not in result and result["model_file"] == str(tmp_path / "trial-7.first.pkl")
+    with open(result["model_file"], "rb") as fh:
+        model = pickle.load(fh)
+    assert model.predict_proba(problem.X.iloc[:3]).shape == (3, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trial-7.first.pkl"]  # no temporary left
+
+
+def test_a_trial_that_does_not_beat_the_kept_models_leaves_no_model_file(tmp_path):
+    result, _ = _cv(tmp_path, model_dir=str(tmp_path), keep_model_if_better=1.5)  # AUC > 1.5: never
+    assert "model" not in result and "model_file" not in result
+    assert not list(tmp_path.iterdir())
+
+
+def test_without_a_model_folder_the_first_model_comes_back_as_bytes(tmp_path):
+    result, problem = _cv(tmp_path)
+    assert _ALIVE_AT_FIT == [0, 1, 1, 1, 1]  # the first model is held, but only it
+    assert pickle.loads(result["model"]).predict_proba(problem.X.iloc[:3]).shape == (3, 2)
+
+
+def test_kept_models_take_a_trials_model_file_by_moving_it(tmp_path):
+    from automl.final_model import FallbackModel
+    from automl.metrics import get_metric
+
+    kept, written = tmp_path / "kept", tmp_path / "trials"
+    kept.mkdir(), written.mkdir()
+    keep = FallbackModel(get_metric("rmse", Task.REGRESSION), keep=1, folder=str(kept))
+    for number, value in ((0, 5.0), (1, 3.0)):
+        path = written / f"trial-{number}.first.pkl"
+        path.write_bytes(pickle.dumps({"trial": number}))
+        trial = type("T", (), {"number": number, "params": {"learner": "knn"}})()
+        keep.offer(trial, {"value": value, "model_file": str(path)})
+    assert not list(written.iterdir())  # moved, not copied
+    assert sorted(keep.models) == [1] and pickle.loads(keep.models[1]) == {"trial": 1}
+    trial = type("T", (), {"number": 2, "params": {"learner": "knn"}})()
+    keep.offer(trial, {"value": 1.0, "model_file": str(written / "gone.pkl")})  # vanished: no model
+    assert sorted(keep.models) == [1]
+
+
+def test_a_refit_with_a_model_folder_leaves_its_model_in_a_file_the_final_model_reads_once(tmp_path):
+    from automl.final_model import _unpickle_member
+    from automl.objective import TrialSpec, refit
+
+    frame, target = tiny_frame(Task.BINARY, rows=120)
+    X, t = prepare_target(frame, target)
+    problem = prepare_problem(X, t, SearchConfig(n_trials=1).validate())
+    spec = TrialSpec(number=3, learner="logistic", params={"C": 1.0, "class_weight": None}, seed=0,
+                     n_threads=1, soft_s=60, limit_s=60, model_dir=str(tmp_path))
+    path = refit(problem, spec)
+    assert path == str(tmp_path / "trial-3.refit.pkl")
+    model = _unpickle_member(path, problem)
+    assert model.predict_proba(problem.X.iloc[:4]).shape == (4, 2)
+    assert not list(tmp_path.iterdir())  # read once, then removed
+    assert isinstance(refit(problem, dataclasses.replace(spec, model_dir=None)), bytes)  # elsewhere (a Ray node): the bytes

@@ -54,6 +54,8 @@ class Executor(Protocol):
     """Where evaluations run. ``submit`` only when :meth:`free_slots` is positive."""
 
     name: str
+    # trials run on this machine and can write files the driver reads (TrialSpec.model_dir)
+    local_files: bool
 
     def start(self, problem: Problem) -> None:
         """Make the problem available where trials run (once per run)."""

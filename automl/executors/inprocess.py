@@ -25,6 +25,7 @@ class InProcessExecutor:
     """Evaluates each trial right away, in this process, one at a time."""
 
     name = "inprocess"
+    local_files = True
 
     def __init__(self, config: SearchConfig) -> None:
         self.config = config

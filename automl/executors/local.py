@@ -39,6 +39,7 @@ class LocalExecutor:
     """Forked, limited children on this machine, ``config.n_jobs`` at a time."""
 
     name = "local"
+    local_files = True
 
     def __init__(self, config: SearchConfig) -> None:
         self.config = config

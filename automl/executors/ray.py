@@ -189,6 +189,7 @@ class RayExecutor:
     """Ray tasks on a cluster (``config.ray_address``) or on a local instance started here."""
 
     name = "ray"
+    local_files = False  # a trial may run on another node
 
     def __init__(self, config: SearchConfig) -> None:
         self.config = config

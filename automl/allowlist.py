@@ -22,6 +22,7 @@ import json
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from automl.exceptions import ConfigError, ModelFileError
@@ -103,10 +104,11 @@ class _Refused(Exception):
     """A node outside the allowlist (the message names it)."""
 
 
-def _read_schema(data: bytes) -> dict[str, Any]:
-    """``schema.json`` of a skops file, parsed as JSON (nothing is imported or built)."""
+def _read_schema(data: bytes | Path) -> dict[str, Any]:
+    """``schema.json`` of a skops file (its bytes, or its path), parsed as JSON (nothing is
+    imported or built)."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        with zipfile.ZipFile(data if isinstance(data, Path) else io.BytesIO(data)) as zf:
             schema = json.loads(zf.read("schema.json"))
     except (zipfile.BadZipFile, KeyError, ValueError, RecursionError):
         raise _Refused("it is not a skops model file") from None
@@ -124,8 +126,9 @@ class NotAllowed(ModelFileError):
                          "to load it — refit the model or restore the folder.")
 
 
-def audit(data: bytes, allow: Allowlist) -> frozenset[str]:
-    """Check a skops file against ``allow`` without building anything; return the names it uses.
+def audit(data: bytes | Path, allow: Allowlist) -> frozenset[str]:
+    """Check a skops file (its bytes, or its path) against ``allow`` without building
+    anything; return the names it uses.
 
     Raises:
         NotAllowed: naming the first node refused (an unknown loader, a type or function

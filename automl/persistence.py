@@ -112,19 +112,9 @@ def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | N
     for i, (member, weight) in enumerate(zip(model.members, model.weights)):
         desc = _jsonable(model.description[i] if i < len(model.description) else {})
         desc = {k: v for k, v in desc.items() if k not in _FILE_KEYS}
-        skops_bytes = sio.dumps(member)
-        try:  # refuse to write what could not be loaded
-            audit(skops_bytes, allow)
-        except NotAllowed as exc:
-            raise ConfigError(f"the model of learner '{desc.get('learner', '?')}' cannot be saved: "
-                              f"{exc.reason}; its trainer must declare the exact names in `saved_types` "
-                              "(classes) or `saved_functions` (see automl/contracts.py).") from None
         header = {"format": FORMAT, "format_version": FORMAT_VERSION, "member": i, "members": n,
                   "model": about, "weight": float(weight), "description": desc}
-        data = _with_header(skops_bytes, header)
-        digest = hashlib.sha256(data).hexdigest()
-        name = f"model-{digest[:16]}-{i}.skops"
-        atomic_write_bytes(folder / name, data)
+        name, digest = _write_member(folder, i, member, header, sio, allow)
         members.append({"file": name, "sha256": digest, "weight": float(weight), **desc})
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -142,12 +132,37 @@ def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | N
     return path
 
 
-def _with_header(data: bytes, header: dict[str, Any]) -> bytes:
-    """The skops file ``data`` with ``header`` added to its zip (skops ignores the entry)."""
-    buf = io.BytesIO(data)
-    with zipfile.ZipFile(buf, "a") as zf:
-        zf.writestr(HEADER, json.dumps(header, sort_keys=True))
-    return buf.getvalue()
+def _write_member(folder: Path, i: int, member: Any, header: dict[str, Any], sio: Any,
+                  allow: Any) -> tuple[str, str]:
+    """Write one member's model file into ``folder``: its skops file, with ``header`` added
+    to the zip (skops ignores the entry), under its content-addressed name; returns the name
+    and SHA-256. Written into a temporary file and renamed into place (as
+    :func:`atomic_write_bytes`), and built there rather than in memory: a forest's skops
+    bytes, copied for the header and again for the write, were three times its size."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".model-{i}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            sio.dump(member, fh)
+        try:  # refuse to write what could not be loaded
+            audit(tmp, allow)
+        except NotAllowed as exc:
+            raise ConfigError(f"the model of learner '{header['description'].get('learner', '?')}' "
+                              f"cannot be saved: {exc.reason}; its trainer must declare the exact "
+                              "names in `saved_types` (classes) or `saved_functions` (see "
+                              "automl/contracts.py).") from None
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.writestr(HEADER, json.dumps(header, sort_keys=True))
+        with open(tmp, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            os.fsync(fh.fileno())
+        name = f"model-{digest[:16]}-{i}.skops"
+        os.replace(tmp, folder / name)
+        return name, digest
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _read_header(name: str, data: bytes) -> dict[str, Any]:
@@ -267,11 +282,10 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True)  # NaN equals NaN here
 
 
-def verify(folder: str | Path) -> tuple[dict[str, Any], list[bytes], list[frozenset[str]]]:
+def verify(folder: str | Path) -> tuple[dict[str, Any], list[frozenset[str]]]:
     """Check a model folder without building anything from it.
 
-    Returns the manifest, each model file's bytes, and the names each file uses (all on the
-    allowlist). Checks: the manifest's format, paths and schema; each file's checksum; that
+    Returns the manifest and the names each model file uses (all on the allowlist). Checks: the manifest's format, paths and schema; each file's checksum; that
     each file's header agrees with the manifest; that each file holds only allowed types.
     """
     folder = Path(folder)
@@ -284,11 +298,13 @@ def verify(folder: str | Path) -> tuple[dict[str, Any], list[bytes], list[frozen
         Task(manifest["task"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"the manifest's feature schema or task is invalid ({exc}); refit the model.") from None
-    blobs = [_member_bytes(folder, m) for m in members]
-    for i, data in enumerate(blobs):
-        _check_header(manifest, i, data)
     allow = trainer_allowlist()
-    return manifest, blobs, [audit(data, allow) for data in blobs]
+    used = []
+    for i, m in enumerate(members):  # one file's bytes at a time: a model may be large
+        data = _member_bytes(folder, m)
+        _check_header(manifest, i, data)
+        used.append(audit(data, allow))
+    return manifest, used
 
 
 def load_model(folder: str | Path) -> AutoMLModel:
@@ -301,10 +317,12 @@ def load_model(folder: str | Path) -> AutoMLModel:
     sio = skops_io()
 
     folder = Path(folder)
-    manifest, blobs, used = verify(folder)
+    manifest, used = verify(folder)
     members, weights = [], []
-    for m, data, names in zip(manifest["members"], blobs, used):
-        members.append(_build(sio, m["file"], data, names))
+    for m, names in zip(manifest["members"], used):
+        # read again, one file at a time (rather than all held since the check): the same
+        # checksum means the same bytes as those checked
+        members.append(_build(sio, m["file"], _member_bytes(folder, m), names))
         weights.append(float(m.get("weight", 1.0)))
     desc = [{k: v for k, v in m.items() if k not in _FILE_KEYS} for m in manifest["members"]]
     return AutoMLModel(

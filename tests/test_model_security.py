@@ -408,6 +408,7 @@ def test_a_plugin_trainer_declares_the_types_its_models_hold(fitted, tmp_path, m
                                           "is not on the allowlist; its trainer must declare"):
         save_model(model, folder)
     assert (folder / "manifest.json").read_bytes() == before  # nothing written
+    assert not list(folder.glob(".*.tmp"))  # nor left half-written
 
     class WrappedTrainer:
         name = "wrapped"

@@ -83,6 +83,31 @@ def caruana(oof: dict[int, np.ndarray], y: np.ndarray, metric: Metric, n_classes
                      score=float(best_score), single_score=float(singles[best_i]))
 
 
+def blend_score(oof: dict[int, np.ndarray], weights: dict[int, float], y: np.ndarray, metric: Metric,
+                n_classes: int, folds: np.ndarray | None = None) -> float:
+    """The validation score of a fixed blend of ``oof`` (trial number -> out-of-fold
+    predictions) with ``weights``, scored as :func:`caruana` scores: on the rows every
+    member was validated on, the mean of the per-fold metrics.
+
+    Example:
+        >>> from automl.metrics import METRICS
+        >>> y = np.array([0., 1., 2., 3.])
+        >>> blend_score({0: y + 1, 1: y - 1}, {0: 1.0, 1: 1.0}, y, METRICS["rmse"], 0)
+        0.0
+    """
+    numbers = list(weights)
+    total = sum(float(weights[n]) for n in numbers)
+    blend = sum(float(weights[n]) * np.asarray(oof[n], dtype=np.float64) for n in numbers) / total
+    mask = ~np.isnan(np.asarray(blend).reshape(len(y), -1)).any(axis=1)
+    if not mask.any():
+        return float("nan")
+    groups = [mask]
+    if folds is not None:
+        f = np.asarray(folds)
+        groups = [mask & (f == g) for g in np.unique(f[mask])]
+    return float(np.mean([metric(y[g], blend[g], n_classes) for g in groups]))
+
+
 class FoldBag:
     """The models a trial fitted on its cross-validation folds, averaged (bagging).
 

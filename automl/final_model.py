@@ -345,12 +345,38 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
         schema=problem.info.schema, task=problem.info.task, classes=problem.classes,
         metric=problem.metric.name, target="", members=members, weights=kept_w, description=desc,
     )
-    model.validation_score = ens_score if (ens_score is not None and len(members) == len(trials)) \
-        else trials[0].value
+    model.validation_score = ens_score if (ens_score is None or len(members) == len(trials)) \
+        else kept_blend_score(problem, oof_dir, desc, trials)
+    if model.validation_score is None:
+        model.validation_score = trials[0].value
     if problem.info.task.is_classification:
         model.temperature = choose_temperature(problem.y, oof_dir, [d["trial"] for d in desc],
                                                kept_w, problem.metric.name)
     return model
+
+
+def kept_blend_score(problem: Problem, oof_dir: str | None, desc: Sequence[Mapping[str, Any]],
+                     trials: Sequence[FrozenTrial]) -> float | None:
+    """The validation score of an ensemble some members were left out of (no time to refit
+    them): its kept members' out-of-fold blend with their renormalized weights, scored as
+    the ensemble was chosen; else the best kept member's own value. (It said the heaviest
+    chosen member's value instead: wine_quality at 60 s reported log loss 1.018 for an
+    ensemble whose blend validated at about 0.81.)"""
+    from automl.ensemble import blend_score
+
+    weights = {int(d["trial"]): float(d["weight"]) for d in desc}
+    oof = load_oof(oof_dir, list(weights)) if oof_dir else {}
+    if weights and len(oof) == len(weights):
+        folds = np.full(len(problem.y), -1)
+        for i, (_, va) in enumerate(problem.splits.folds):
+            folds[va] = i
+        score = blend_score(oof, weights, problem.y, problem.metric, problem.info.n_classes, folds)
+        if np.isfinite(score):
+            return score
+    values = [t.value for t in trials if t.number in weights and t.value is not None]
+    if not values:
+        return None
+    return max(values) if problem.metric.greater_is_better else min(values)
 
 
 def _kept_fold_models(fold_dir: str | None, trials: Sequence[FrozenTrial]) -> dict[int, tuple[str, bytes]]:

@@ -12,12 +12,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from automl.config import SearchConfig
-from automl.contracts import Task
+from automl.contracts import NullReporter, Task
 from automl.data import prepare_target
 from automl.engine import prepare_problem
-from automl.contracts import NullReporter
-from automl.testing import tiny_frame
 from automl.registry import get_trainer
+from automl.testing import tiny_frame
 from trainers import sklearn_trainers
 from trainers.sklearn_trainers import LogisticTrainer
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from automl import __version__
+from automl import __version__, interrupts
 from automl.cli_options import build_parser, csv_list, executor_options
 from automl.exceptions import AutoMLError, ConfigError, OutputExistsError, ResourceError
 from automl.rundir import RUN_FILE
@@ -76,15 +76,16 @@ def _process_start() -> float:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     start = _process_start()
-    from automl import engine, rundir
-    from automl.config import SearchConfig
-    from automl.data import prepare_target, target_name
-    from automl.images import read_fit_input
-    from automl.leaderboard import leaderboard, write_csv
-    from automl.persistence import atomic_write_text, save_model, skops_io
+    with interrupts.deferred():  # a Ctrl-C while importing counts once they are done: see _main
+        from automl import engine, rundir
+        from automl.config import SearchConfig
+        from automl.data import prepare_target, target_name
+        from automl.images import read_fit_input
+        from automl.leaderboard import leaderboard, write_csv
+        from automl.persistence import atomic_write_text, save_model, skops_io
 
-    skops_io()  # import now (seconds: it indexes scikit-learn), inside the budget, before forking
-    from automl.progress import make_progress
+        skops_io()  # now (seconds: it indexes scikit-learn), inside the budget, before forking
+        from automl.progress import make_progress
 
     out = Path(args.output)
     config = SearchConfig(
@@ -175,11 +176,12 @@ def _write_run_marker(args: argparse.Namespace, out: Path, fingerprint: dict[str
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import pandas as pd
+    with interrupts.deferred():  # see _main
+        import pandas as pd
 
-    from automl.images import read_predict_input
-    from automl.leaderboard import escape_formulas
-    from automl.persistence import atomic_write_text, load_model
+        from automl.images import read_predict_input
+        from automl.leaderboard import escape_formulas
+        from automl.persistence import atomic_write_text, load_model
 
     target = Path(args.output) if args.output not in (None, "-") else None
     if target is not None:
@@ -276,7 +278,12 @@ def _main(argv: list[str] | None = None) -> int:
     _setup_logging(args)
     previous = _sigterm_as_interrupt() if args.command == "fit" else None
     try:
-        _load_plugins()
+        # A Ctrl-C in the middle of importing a compiled module can come out as that module's
+        # ImportError ("initialization failed": pybind11 modules in scipy and matplotlib), which
+        # would read as a broken plugin or a missing extra; inside deferred() it is raised as
+        # the interrupt it was once the imports are done (a second Ctrl-C still stops at once)
+        with interrupts.deferred():
+            _load_plugins()
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print(f"automl: interrupted{_resume_hint(args, sys.argv[1:] if argv is None else argv)}",

@@ -285,8 +285,9 @@ def _canonical(value: Any) -> str:
 def verify(folder: str | Path) -> tuple[dict[str, Any], list[frozenset[str]]]:
     """Check a model folder without building anything from it.
 
-    Returns the manifest and the names each model file uses (all on the allowlist). Checks: the manifest's format, paths and schema; each file's checksum; that
-    each file's header agrees with the manifest; that each file holds only allowed types.
+    Returns the manifest and the names each model file uses (all on the allowlist). Checks:
+    the manifest's format, paths and schema; each file's checksum; that each file's header
+    agrees with the manifest; that each file holds only allowed types.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)

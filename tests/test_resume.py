@@ -201,17 +201,14 @@ def test_interrupt_at_any_moment_exits_cleanly(tmp_path, delay, sig, group):
 
 def test_ctrl_c_while_a_compiled_module_loads_is_an_interrupt_not_an_import_error(tmp_path):
     """pybind11 reports a Ctrl-C during a compiled module's initialisation as ImportError
-    ("initialization failed"); a cold first run in CI printed that as a broken plugin, exit 2."""
+    ("initialization failed"); a cold first make test printed that as a broken plugin, exit 2."""
     data = tiny_csv(tmp_path / "d.csv")
     mark = tmp_path / "importing"
     env = plugin_env(AUTOML_PLUGINS="tests.fake_trainers,tests.slow_import_plugin",
                      AUTOML_TEST_IMPORTING=str(mark))
     proc = start_cli("fit", data, "--target", "y", "--time-budget", 60, "--include", "sleepy",
                      "--output", tmp_path / "out", log_dir=tmp_path, env=env)
-    deadline = time.monotonic() + 60
-    while not mark.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert mark.exists(), stderr_of(tmp_path)
+    wait_until(mark.exists, 60, "the plugin's import to start", proc, poll=0.05)
     time.sleep(0.5)  # inside the plugin's 3 s import
     os.killpg(proc.pid, signal.SIGINT)
     assert exit_status(proc, tmp_path) == 130, stderr_of(tmp_path)

@@ -9,7 +9,6 @@ model (:mod:`automl.final_model`).
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 import warnings
@@ -22,7 +21,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from automl import interrupts
+from automl import interrupts, scratch
 from automl.config import SearchConfig
 from automl.contracts import DataInfo
 from automl.controller import Budget, Controller
@@ -52,6 +51,12 @@ class FitResult:
     study: optuna.Study
     problem: Problem
     summary: dict[str, Any] = field(default_factory=dict)
+    scratch_dir: str | None = None  # holds the model's deferred members until close()
+
+    def close(self) -> None:
+        """Remove the files the model's deferred members wait in (``lazy_members``)."""
+        scratch.remove(self.scratch_dir)
+        self.scratch_dir = None
 
 
 def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
@@ -145,8 +150,11 @@ def fit(X_raw: pd.DataFrame, target: Target, config: SearchConfig, *, target_nam
 def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 storage_url: str | None = None, study_name: str = "automl", resume: bool = False,
                 start: float | None = None, callbacks: Sequence[Callable[..., None]] = (),
-                owned_storage: bool = False) -> FitResult:
-    """Search and build the final model on an already prepared :class:`Problem`."""
+                owned_storage: bool = False, lazy_members: bool = False) -> FitResult:
+    """Search and build the final model on an already prepared :class:`Problem`.
+    ``lazy_members``: the model's members stay in files until used or saved (see
+    :class:`~automl.model.Deferred`); the caller saves the model, then calls
+    :meth:`FitResult.close`."""
     start = time.monotonic() if start is None else start
     if config.executor != "ray" and any(trainer_class(name).needs_accelerator
                                         for name in problem.learners):
@@ -172,25 +180,30 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                         trial_timeout=config.trial_timeout)
         if config.time_budget:
             budget.reserve = reserve_floor(config.time_budget)
-        # in case a refit fails or has no time left; pickles, so in a private temporary folder
-        kept_dir = tempfile.mkdtemp(prefix="automl-kept-")
-        fallback = FallbackModel(problem.metric, keep=5 if config.ensemble else 1, folder=kept_dir)
-        keep = fallback.offer
-
-        oof_dir = config.extra.get("oof_dir")
-        tmp_dir = None
-        if config.ensemble and not oof_dir:
-            tmp_dir = tempfile.mkdtemp(prefix="automl-oof-")
-            oof_dir = tmp_dir
-        elif oof_dir:
-            Path(oof_dir).mkdir(parents=True, exist_ok=True)
-        # Fold models are pickles: they live in a private temporary folder for this run only,
-        # never in the output folder a later --resume would read.
-        fold_dir = (tempfile.mkdtemp(prefix="automl-folds-")
-                    if config.bagging and problem.splits.kind == "cv" else None)
-        # trials and refits on this machine leave their models' pickles here, not in memory
-        model_dir = kept_dir if getattr(executor, "local_files", False) else None
+        # pickles and scratch arrays: in a private temporary folder of this run, named after
+        # this process so that a later run removes it if this one is killed (automl.scratch)
+        scratch.sweep_stale()
+        run_dir = scratch.make("run")
+        keep_scratch = False  # the model's deferred members wait there (lazy_members)
         try:
+            # in case a refit fails or has no time left
+            kept_dir = tempfile.mkdtemp(prefix="kept-", dir=run_dir)
+            fallback = FallbackModel(problem.metric, keep=5 if config.ensemble else 1, folder=kept_dir)
+            keep = fallback.offer
+
+            oof_dir = config.extra.get("oof_dir")
+            tmp_dir = None
+            if config.ensemble and not oof_dir:
+                tmp_dir = tempfile.mkdtemp(prefix="oof-", dir=run_dir)
+                oof_dir = tmp_dir
+            elif oof_dir:
+                Path(oof_dir).mkdir(parents=True, exist_ok=True)
+            # Fold models are pickles: they live in a private temporary folder for this run only,
+            # never in the output folder a later --resume would read.
+            fold_dir = (tempfile.mkdtemp(prefix="folds-", dir=run_dir)
+                        if config.bagging and problem.splits.kind == "cv" else None)
+            # trials and refits on this machine leave their models' pickles here, not in memory
+            model_dir = kept_dir if getattr(executor, "local_files", False) else None
             executor.start(problem)
             search_start = time.monotonic()
             controller = Controller(
@@ -204,14 +217,14 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
             if not best_trials(study, problem.metric, 1):  # (the shared fit was preparation too)
                 raise no_success_error(study, budget, search_start + controller.preprocessing_s)
             model = build_model(problem, config, study, budget, executor, fallback.models, oof_dir,
-                                fold_dir, model_dir)
+                                fold_dir, model_dir, lazy=lazy_members)
             if oof_dir and not tmp_dir:
                 prune_oof(oof_dir, study, problem.metric)
+            keep_scratch = lazy_members
         finally:
             executor.close()
-            for folder in (tmp_dir, fold_dir, kept_dir):
-                if folder:
-                    shutil.rmtree(folder, ignore_errors=True)
+            if not keep_scratch:
+                scratch.remove(run_dir)
     model.target = target_name
     summary = {
         "task": problem.info.task.value, "metric": problem.metric.name,
@@ -222,4 +235,5 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
         "elapsed_s": round(time.monotonic() - start, 2),
         "executor": executor.name,
     }
-    return FitResult(model=model, study=study, problem=problem, summary=summary)
+    return FitResult(model=model, study=study, problem=problem, summary=summary,
+                     scratch_dir=run_dir if lazy_members else None)

@@ -14,6 +14,7 @@ import os
 import pickle
 import resource
 import signal
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from automl import interrupts
+from automl import interrupts, scratch
 
 log = logging.getLogger("automl")
 
@@ -159,6 +160,7 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
     global _CHANNEL
     _CHANNEL = conn
     os.environ.update(env or {})
+    tempfile.tempdir = None  # read TMPDIR again (the parent's choice was inherited)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     release_signals()
@@ -252,10 +254,14 @@ class IsolatedChild:
                         "fit), so the trials it forks use one thread each (forked OpenMP "
                         "thread pools hang); run the fit in a fresh process for full speed")
         ctx = mp.get_context("fork")
-        self.conn, send = ctx.Pipe(duplex=True)
         self.deadline = deadline
         self.mem_cap_mb = mem_cap_mb
         self.on_message = on_message
+        self.conn, send = ctx.Pipe(duplex=True)
+        # the child's own temporary folder (its TMPDIR), removed when it ends, even when it
+        # was killed at its deadline: what the libraries it runs leave there goes with it
+        self.tmp_dir = scratch.make("trial")
+        env = {**(env or {}), "TMPDIR": self.tmp_dir}
         self.proc = ctx.Process(target=_child_main, args=(send, fn, mem_cap_mb, os.getpid(), env),
                                 daemon=False)
         # The child starts out sharing this process's anonymous pages (counted as its own): the
@@ -265,6 +271,9 @@ class IsolatedChild:
         try:
             with signals_held():
                 self.proc.start()
+        except BaseException:
+            scratch.remove(self.tmp_dir)
+            raise
         finally:
             send.close()
         self._ps = psutil.Process(self.proc.pid)
@@ -331,6 +340,7 @@ class IsolatedChild:
     def kill(self) -> None:
         _kill(self.proc)
         self.conn.close()
+        scratch.remove(self.tmp_dir)
 
 
 def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | None,

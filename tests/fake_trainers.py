@@ -10,8 +10,10 @@ that a model folder can hold.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,22 @@ class HangTrainer(LogisticTrainer):
     name = "hang"
 
     def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
+        while True:
+            time.sleep(1.0)
+
+
+@register
+class LitterTrainer(LogisticTrainer):
+    """Leaves a temporary folder with a file in it (its path appended to the file
+    ``AUTOML_TEST_TMP_LOG``), then never returns: only a hard kill stops it."""
+
+    name = "litter"
+
+    def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
+        folder = tempfile.mkdtemp(prefix="litter-")
+        Path(folder, "left.bin").write_bytes(b"x" * 4096)
+        with open(os.environ["AUTOML_TEST_TMP_LOG"], "a") as f:
+            f.write(folder + "\n")
         while True:
             time.sleep(1.0)
 

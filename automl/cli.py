@@ -120,18 +120,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
             # trial processes fork, which would each keep them mapped (issue 12: memory)
             del df, X, target
             gc.collect()
+            # the members stay in their files until saved, one at a time (issue 12: memory)
             result = engine.fit_problem(problem, config, target_name=args.target,
                                         storage_url=storage, study_name=args.study_name,
                                         resume=args.resume, start=start, callbacks=[progress],
-                                        owned_storage=args.storage is None)
+                                        owned_storage=args.storage is None, lazy_members=True)
         except BaseException:
             progress.close()
             raise
-        board = leaderboard(result.study, result.problem.metric.greater_is_better)
-        summary = {**result.summary, "target": args.target, "data": str(args.data),
-                   "storage": storage, "study_name": args.study_name, "sampler": config.sampler,
-                   "pruner": config.pruner, "seed": config.seed, "time_budget": config.time_budget}
-        save_model(result.model, out, extra={"summary": summary})
+        try:
+            board = leaderboard(result.study, result.problem.metric.greater_is_better)
+            summary = {**result.summary, "target": args.target, "data": str(args.data),
+                       "storage": storage, "study_name": args.study_name,
+                       "sampler": config.sampler, "pruner": config.pruner, "seed": config.seed,
+                       "time_budget": config.time_budget}
+            save_model(result.model, out, extra={"summary": summary})
+        finally:
+            result.close()
         write_csv(board, out / rundir.LEADERBOARD_FILE)
         summary["elapsed_s"] = round(time.monotonic() - start, 2)
         atomic_write_text(out / rundir.SUMMARY_FILE, json.dumps(summary, indent=2, default=str))

@@ -4,6 +4,7 @@ trial's bagged fold models or a refit on all rows, run through the search's exec
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ from automl.controller import Budget
 from automl.exceptions import SearchFailedError
 from automl.executors import Executor
 from automl.fidelity import refit_estimate
-from automl.model import AutoMLModel
+from automl.model import AutoMLModel, Deferred
 from automl.objective import TrialSpec, refit
 from automl.problem import Problem
 from automl.study import best_trials, learner_params
@@ -238,6 +239,13 @@ class KeptModels(Mapping):
     def size(self, number: int) -> int:
         return self._sizes[number]
 
+    def file(self, number: int) -> Path | None:
+        """The file holding a kept model (None: not kept, or held in memory)."""
+        if number not in self._sizes or number in self._memory or self.folder is None:
+            return None
+        path = self._path(number)
+        return path if path.is_file() else None
+
     def keep_only(self, numbers: Sequence[int]) -> None:
         for number in set(self._sizes) - set(numbers):
             del self._sizes[number]
@@ -274,11 +282,13 @@ class KeptModels(Mapping):
 def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, budget: Budget,
                 executor: Executor, fallback: Mapping[int, Any] | None = None,
                 oof_dir: str | None = None, fold_dir: str | None = None,
-                model_dir: str | None = None) -> AutoMLModel:
+                model_dir: str | None = None, lazy: bool = False) -> AutoMLModel:
     """The final model: the winner (an ensemble of trials, or the best trial), each member
     its trial's fold models bagged (when kept, see ``FoldBag``) or refitted on all rows.
     ``model_dir``: a folder of this machine where refits leave their pickled models (for
-    an executor whose trials run here), read back one at a time rather than all held."""
+    an executor whose trials run here), read back one at a time rather than all held.
+    ``lazy``: members stay pickled (in their files, where they have one) as
+    :class:`~automl.model.Deferred`, for a caller that saves the model before those files go."""
     if config.ensemble:
         trials, weights, ens_score = select_ensemble(problem, study, oof_dir)
     else:
@@ -307,7 +317,7 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
         # member so and scored 1.009 instead of 0.826), but all of it overran (digits: 66 s)
         deadline = hard if i == 0 or not budget.time_budget else \
             min(hard, budget.end + 0.25 * (hard - budget.end))
-        kept = (fallback or {}).get(trial.number)
+        kept = _kept_source(fallback, trial.number)
         if i > 0 and kept is None and time.monotonic() + refit_estimate(trial, problem) > deadline:
             log.info("no time left to refit ensemble member trial %d; leaving it out", trial.number)
             continue
@@ -333,7 +343,8 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
     bags.clear()
     est = kept = None  # the loop's last references to a member's bytes
     for i in range(len(members)):
-        members[i] = _unpickle_member(members[i], problem)
+        members[i] = (Deferred(functools.partial(_unpickle_member, members[i], problem, False))
+                      if lazy else _unpickle_member(members[i], problem))
     if not members:
         raise SearchFailedError(f"refitting the best trial ({trials[0].params.get('learner')}) on all "
                                 "rows failed and no fold model was kept; give a larger --time-budget.")
@@ -398,14 +409,27 @@ def _kept_fold_models(fold_dir: str | None, trials: Sequence[FrozenTrial]) -> di
     return bags
 
 
-def _unpickle_member(member: Any, problem: Problem) -> Any:
+def _unpickle_member(member: Any, problem: Problem, consume: bool = True) -> Any:
+    """Build a member from its pickle: bytes, fold models' bytes, or a file (removed once
+    read when ``consume``; a deferred member's file stays until its run folder goes)."""
     from automl.ensemble import FoldBag
 
     if isinstance(member, tuple) and member[0] == "folds":
         return FoldBag(pickle.loads(member[1]), problem.info.task, problem.info.n_classes)
-    if isinstance(member, str):  # a refit's file (build_model's model_dir): streamed, then gone
+    if isinstance(member, str):  # a refit's or a kept model's file: streamed
         with open(member, "rb") as fh:
             model = pickle.load(fh)
-        os.unlink(member)
+        if consume:
+            os.unlink(member)
         return model
     return pickle.loads(member) if isinstance(member, bytes) else member
+
+
+def _kept_source(fallback: Mapping[int, Any] | None, number: int) -> bytes | str | None:
+    """A trial's kept first-split model: the path of its file where there is one (read only
+    when the member is built), else its bytes; None if none was kept."""
+    if isinstance(fallback, KeptModels):
+        path = fallback.file(number)
+        if path is not None:
+            return str(path)
+    return (fallback or {}).get(number)

@@ -24,6 +24,7 @@ from automl.config import SearchConfig
 from automl.contracts import NullReporter, as_fitted
 from automl.exceptions import TrialFailed
 from automl.metrics import balance_report, predict_scores
+from automl.model import trim_heap
 from automl.problem import Problem
 from automl.registry import get_trainer
 
@@ -151,6 +152,7 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
         if bagging:
             fold_models.append(model)
         del model, fitted  # before the next fold's fit: one model at a time in memory
+        trim_heap()  # and what it freed goes back to the system (a forest's trees: tens of MB)
         if i + 1 < n_folds and time.monotonic() + 0.5 * np.mean(fit_times) > fold_deadline:
             # out of time (the next fold would run well past the trial's share): the folds
             # done so far are a usable, lower-fidelity result (their mean), not a failure;

@@ -32,7 +32,7 @@ from typing import Any
 from automl.allowlist import NotAllowed, audit, trainer_allowlist
 from automl.contracts import Task
 from automl.exceptions import ConfigError, ModelFileError
-from automl.model import AutoMLModel
+from automl.model import AutoMLModel, Deferred, trim_heap
 from automl.schema import FeatureSchema
 
 MANIFEST = "manifest.json"
@@ -114,7 +114,13 @@ def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | N
         desc = {k: v for k, v in desc.items() if k not in _FILE_KEYS}
         header = {"format": FORMAT, "format_version": FORMAT_VERSION, "member": i, "members": n,
                   "model": about, "weight": float(weight), "description": desc}
+        deferred = isinstance(member, Deferred)
+        if deferred:  # built now, written, and let go before the next one is built
+            member = member.load()
         name, digest = _write_member(folder, i, member, header, sio, allow)
+        if deferred:
+            member = None
+            trim_heap()
         members.append({"file": name, "sha256": digest, "weight": float(weight), **desc})
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,

@@ -174,3 +174,46 @@ def test_a_refit_with_a_model_folder_leaves_its_model_in_a_file_the_final_model_
     assert model.predict_proba(problem.X.iloc[:4]).shape == (4, 2)
     assert not list(tmp_path.iterdir())  # read once, then removed
     assert isinstance(refit(problem, dataclasses.replace(spec, model_dir=None)), bytes)  # elsewhere (a Ray node): the bytes
+
+
+def test_saving_builds_deferred_members_one_at_a_time_and_predicting_builds_them_all(
+        tmp_path, monkeypatch):
+    """`automl fit` saves a model whose members wait in files (engine's lazy_members): each
+    is built, written and let go before the next, so they are never all in memory."""
+    from automl import persistence
+    from automl.model import AutoMLModel, Deferred
+
+    frame, target = tiny_frame(Task.BINARY, rows=120)
+    X, t = prepare_target(frame, target)
+    problem = prepare_problem(X, t, SearchConfig(n_trials=1).validate())
+    fitted = [LogisticRegression(C=c, max_iter=1000).fit(problem.X.select_dtypes("number").fillna(0), problem.y)
+              for c in (0.1, 1.0, 10.0)]
+    blobs = [pickle.dumps(m) for m in fitted]
+    del fitted
+    live: weakref.WeakSet = weakref.WeakSet()
+
+    def loader(blob):
+        member = pickle.loads(blob)
+        live.add(member)
+        return member
+
+    model = AutoMLModel(schema=problem.info.schema, task=problem.info.task,
+                        classes=problem.classes, metric="roc_auc", target="y",
+                        members=[Deferred(lambda b=b: loader(b)) for b in blobs],
+                        weights=[1.0, 1.0, 1.0],
+                        description=[{"trial": i, "learner": "logistic"} for i in range(3)])
+    alive_at_write = []
+    write = persistence._write_member
+
+    def watched(*args, **kwargs):
+        alive_at_write.append(len(live))
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(persistence, "_write_member", watched)
+    persistence.save_model(model, tmp_path / "m")
+    assert alive_at_write == [1, 1, 1]  # all built first (the old way): [3, 3, 3]
+    assert len(live) == 0 and all(isinstance(m, Deferred) for m in model.members)
+    assert len(persistence.load_model(tmp_path / "m").members) == 3
+
+    model.load_members()  # what predicting does first
+    assert len(live) == 3 and not any(isinstance(m, Deferred) for m in model.members)

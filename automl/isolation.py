@@ -8,6 +8,7 @@ prepared data copy-on-write and starts in milliseconds.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing as mp
 import os
@@ -109,6 +110,26 @@ def die_with_parent(parent_pid: int | None = None) -> None:
         return
     if parent_pid is not None and os.getppid() != parent_pid:  # it died before prctl
         os._exit(1)
+
+
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def trim_heap() -> None:
+    """Give the memory freed by big objects back to the system (glibc's ``malloc_trim``; a
+    no-op elsewhere). glibc raises its mmap threshold each time a large block is freed, so
+    the next ones of that size come from the heap, and freeing them leaves the heap's RSS
+    as it was: a forest unpickled (65 MB live) kept the process 128 MB larger until trimmed."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 _HELD = {signal.SIGINT, signal.SIGTERM}

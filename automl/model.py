@@ -25,27 +25,6 @@ from automl.schema import FeatureSchema, clean_frame
 log = logging.getLogger("automl")
 
 
-def trim_heap() -> None:
-    """Give the memory freed by big objects back to the system (glibc's ``malloc_trim``; a
-    no-op elsewhere). glibc raises its mmap threshold each time a large block is freed, so
-    the next ones of that size come from the heap, and freeing them leaves the heap's RSS
-    as it was: a forest unpickled (65 MB live) kept the process 128 MB larger until trimmed."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: Any = None
-
-
 class Deferred:
     """A member that waits on disk until it is used: :meth:`load` builds it. ``automl fit``
     saves its model straight after the search, and saving loads and writes one member at a
@@ -56,9 +35,7 @@ class Deferred:
         self._load = load
 
     def load(self) -> Any:
-        member = self._load()
-        trim_heap()
-        return member
+        return self._load()
 
 
 @dataclass

@@ -23,8 +23,8 @@ from automl import study as study_mod
 from automl.config import SearchConfig
 from automl.contracts import NullReporter, as_fitted
 from automl.exceptions import TrialFailed
+from automl.isolation import trim_heap
 from automl.metrics import balance_report, predict_scores
-from automl.model import trim_heap
 from automl.problem import Problem
 from automl.registry import get_trainer
 

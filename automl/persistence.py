@@ -32,7 +32,8 @@ from typing import Any
 from automl.allowlist import NotAllowed, audit, trainer_allowlist
 from automl.contracts import Task
 from automl.exceptions import ConfigError, ModelFileError
-from automl.model import AutoMLModel, Deferred, trim_heap
+from automl.isolation import trim_heap
+from automl.model import AutoMLModel, Deferred
 from automl.schema import FeatureSchema
 
 MANIFEST = "manifest.json"
@@ -117,6 +118,7 @@ def save_model(model: AutoMLModel, folder: str | Path, extra: dict[str, Any] | N
         deferred = isinstance(member, Deferred)
         if deferred:  # built now, written, and let go before the next one is built
             member = member.load()
+            trim_heap()  # what unpickling freed, before the write needs more
         name, digest = _write_member(folder, i, member, header, sio, allow)
         if deferred:
             member = None

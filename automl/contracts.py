@@ -105,10 +105,16 @@ TABULAR_KINDS = frozenset({"numeric", "categorical", "boolean", "datetime", "tex
 @dataclass(frozen=True)
 class Fitted:
     """What :meth:`Trainer.fit` learned: the estimator and, for a trainer that stops early,
-    the rounds (boosting iterations, epochs) it kept, which a refit on all rows reuses."""
+    the rounds (boosting iterations, epochs) it kept, which a refit on all rows reuses.
+
+    ``valid_scores``: the estimator's predictions on ``data.X_valid`` in
+    :func:`automl.metrics.predict_scores`'s form, when the trainer already has them (a
+    booster's own running validation scores); the trial then does not predict again, which
+    on a 3,000-tree model and 26,000 rows takes seconds it may not have left."""
 
     estimator: Any
     n_iterations: int | None = None
+    valid_scores: Any = None
 
 
 @runtime_checkable

@@ -142,7 +142,14 @@ def predict_scores(estimator: Any, X: Any, task: Task, n_classes: int) -> np.nda
     if not task.is_classification:
         return np.asarray(estimator.predict(X), dtype=float).ravel()
     proba = np.asarray(estimator.predict_proba(X), dtype=float)
-    classes = np.asarray(getattr(estimator, "classes_", np.arange(proba.shape[1])))
+    return all_class_columns(proba, getattr(estimator, "classes_", None), n_classes)
+
+
+def all_class_columns(proba: np.ndarray, classes: Any, n_classes: int) -> np.ndarray:
+    """``proba``'s columns (for ``classes``, default ``0..k-1``) placed among all
+    ``n_classes`` columns; classes the model never saw get zero."""
+    proba = np.asarray(proba, dtype=float)
+    classes = np.asarray(np.arange(proba.shape[1]) if classes is None else classes)
     if proba.shape[1] == n_classes and np.array_equal(classes, np.arange(n_classes)):
         return proba
     full = np.zeros((proba.shape[0], n_classes))

@@ -130,7 +130,9 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
         if i == 0:
             train_rows, stopped = len(data.y_train), time.monotonic() > deadline
         model = fitted.estimator
-        pred = predict_scores(model, data.X_valid, info.task, k)
+        pred = fitted.valid_scores
+        if pred is None:
+            pred = predict_scores(model, data.X_valid, info.task, k)
         if oof is None:
             oof = np.full((len(y), k) if info.task.is_classification else len(y), np.nan,
                           dtype=np.float32)

@@ -9,7 +9,7 @@ import pytest
 from optuna.distributions import BaseDistribution
 
 from automl.config import SearchConfig
-from automl.contracts import FitData, NullReporter, Trainer
+from automl.contracts import FitData, NullReporter, Task, Trainer
 from automl.data import prepare_target
 from automl.engine import prepare_problem
 from automl.metrics import predict_scores
@@ -75,6 +75,8 @@ def test_trainer_contract(name, problem):
     if problem.info.task.is_classification:
         assert pred.shape == (len(va), problem.info.n_classes)
         np.testing.assert_allclose(pred.sum(axis=1), 1.0, rtol=1e-5)
+    if fitted.valid_scores is not None:  # the trial scores these instead of predicting
+        np.testing.assert_allclose(fitted.valid_scores, pred, rtol=1e-6, atol=1e-9)
     for step, value in reporter.values:  # intermediate values are in the trial's metric
         assert isinstance(step, int) and np.isfinite(value)
     if name in ("lightgbm", "catboost", "hist_gb", "random_forest", "extra_trees", "mlp",
@@ -85,6 +87,38 @@ def test_trainer_contract(name, problem):
                     n_iterations=fitted.n_iterations)
     est = trainer.fit(dict(default), refit, NullReporter()).estimator
     assert len(predict_scores(est, problem.X.head(5), problem.info.task, problem.info.n_classes)) == 5
+
+
+@pytest.mark.parametrize("stop", ["deadline", "last-round"])
+def test_lightgbm_hands_back_the_validation_scores_of_the_model_it_kept(problem, stop, monkeypatch):
+    """Stopped at its deadline, or at its last round while still improving, LightGBM keeps
+    every round, and its running validation predictions are the kept model's: the trial
+    scores those instead of predicting again (3.8 s for a 3,000-tree model on flights'
+    26,000 validation rows, past the trial's limit). When early stopping kept fewer rounds
+    than it ran, there are none and the trial predicts."""
+    import time
+
+    from trainers import lightgbm_trainer
+
+    trainer = get_trainer("lightgbm")
+    tr, va = problem.splits.folds[0]
+    deadline = float("inf")
+    if stop == "deadline":
+        deadline = time.monotonic() - 1  # stops after its first round
+    else:
+        monkeypatch.setattr(lightgbm_trainer, "MAX_ROUNDS", 7)
+    data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
+                   problem.info, problem.metric, seed=0, n_threads=1, deadline=deadline)
+    fitted = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter())
+    pred = predict_scores(fitted.estimator, problem.X.iloc[va], problem.info.task,
+                          problem.info.n_classes)
+    rounds = 1 if stop == "deadline" else 7
+    assert (fitted.valid_scores is not None) == (fitted.n_iterations == rounds)
+    if stop == "deadline" or problem.info.task is not Task.BINARY:  # AUC may plateau early
+        assert fitted.valid_scores is not None
+    if fitted.valid_scores is not None:
+        assert fitted.valid_scores.shape == pred.shape
+        np.testing.assert_allclose(fitted.valid_scores, pred, rtol=1e-6, atol=1e-9)
 
 
 def test_unseen_categories_at_predict(mixed_frame):

@@ -85,16 +85,20 @@ class LightGBMTrainer(Trainer):
         model.set_params(n_estimators=MAX_ROUNDS)
         eval_metric = None if native else _custom_eval(data)
         to_ours = native[1] if native else (lambda v: v)
+        last: dict[str, Any] = {}
         callbacks = [
             lgb.early_stopping(EARLY_STOP, first_metric_only=True, verbose=False),
-            _report_callback(reporter, to_ours, data.deadline),
+            _report_callback(reporter, to_ours, data.deadline, last),
         ]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(Xt, data.y_train, eval_set=[(Xv, data.y_valid)], eval_metric=eval_metric,
                       callbacks=callbacks, **fit_kwargs)
         best = int(model.best_iteration_ or model.n_estimators_)
-        return Fitted(Pipeline([("preprocess", pre), ("model", model)]), best)
+        valid_scores = None
+        if last.get("rounds") == best:  # the kept model is the one the scores came from
+            valid_scores = _as_scores(last["preds"], task, model, data.info.n_classes)
+        return Fitted(Pipeline([("preprocess", pre), ("model", model)]), best, valid_scores)
 
 
 def _custom_eval(data: FitData):
@@ -109,16 +113,45 @@ def _custom_eval(data: FitData):
     return evaluate
 
 
-def _report_callback(reporter: Reporter, to_ours, deadline: float):
+def _report_callback(reporter: Reporter, to_ours, deadline: float, last: dict[str, Any]):
+    """Reports every REPORT_EVERY rounds and stops at ``deadline``. When it stops, and at
+    the last round, it keeps the booster's running validation predictions in ``last``
+    (``preds``, ``rounds``): a model stopped there keeps every round, so these are its
+    validation scores and the trial need not predict again (seconds on a big model)."""
     import lightgbm as lgb
+
+    def keep_predictions(env: Any) -> None:
+        def capture(preds: np.ndarray, _data: Any):
+            last["preds"], last["rounds"] = np.array(preds, copy=True), env.iteration + 1
+            return "automl_capture", 0.0, True
+
+        try:
+            env.model.eval_valid(capture)
+        except Exception:  # noqa: BLE001 - the trial predicts as it would without them
+            last.clear()
 
     def callback(env: Any) -> None:
         it = env.iteration + 1
         if env.evaluation_result_list and it % REPORT_EVERY == 0:
             reporter.report(it, float(to_ours(env.evaluation_result_list[0][2])))
-        if time.monotonic() > deadline:
-            best = env.iteration
-            raise lgb.callback.EarlyStopException(best, env.evaluation_result_list)
+        out_of_time = time.monotonic() > deadline
+        if out_of_time or it == env.end_iteration:
+            keep_predictions(env)
+        if out_of_time:
+            raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
 
-    callback.order = 40  # type: ignore[attr-defined]
+    # before early stopping's (30), which raises at the last round before this could run
+    callback.order = 25  # type: ignore[attr-defined]
     return callback
+
+
+def _as_scores(preds: np.ndarray, task: Task, model: Any, n_classes: int) -> np.ndarray:
+    """The booster's validation predictions in :func:`automl.metrics.predict_scores`'s form
+    (LightGBM gives the positive class's probability alone for a binary task)."""
+    from automl.metrics import all_class_columns
+
+    if not task.is_classification:
+        return np.asarray(preds, dtype=float).ravel()
+    if preds.ndim == 1:
+        preds = np.column_stack([1.0 - preds, preds])
+    return all_class_columns(preds, model.classes_, n_classes)

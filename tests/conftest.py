@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
+# A suite started in the background of a non-interactive shell (`make test &`, some CI
+# runners) inherits SIGINT ignored, and so would every automl it starts: the Ctrl-C tests
+# would then see runs that never stop. Python's own handler is reset to the default in the
+# processes it starts, so they get Ctrl-C as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # OpenMP threads that spin while waiting crawl when tests share the two cores (as the CLI sets).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Text columns get TF-IDF only unless a test asks for sentence embeddings (tests/test_text.py):

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
+from automl.metrics import all_class_columns
 from automl.preprocessing import categorical_indices
 from search_spaces._common import with_text, with_text_default
 from trainers._base import preprocess
@@ -105,8 +106,8 @@ def _custom_eval(data: FitData):
     metric, task, k = data.metric, data.info.task, data.info.n_classes
 
     def evaluate(y_true: np.ndarray, y_pred: np.ndarray):
-        if task is Task.BINARY and y_pred.ndim == 1:
-            y_pred = np.column_stack([1 - y_pred, y_pred])
+        if task is Task.BINARY:
+            y_pred = _both_classes(y_pred)
         return f"automl_{metric.name}", metric(y_true.astype(int) if task.is_classification else y_true,
                                                 y_pred, k), metric.greater_is_better
 
@@ -145,13 +146,13 @@ def _report_callback(reporter: Reporter, to_ours, deadline: float, last: dict[st
     return callback
 
 
-def _as_scores(preds: np.ndarray, task: Task, model: Any, n_classes: int) -> np.ndarray:
-    """The booster's validation predictions in :func:`automl.metrics.predict_scores`'s form
-    (LightGBM gives the positive class's probability alone for a binary task)."""
-    from automl.metrics import all_class_columns
+def _both_classes(preds: np.ndarray) -> np.ndarray:
+    """LightGBM gives a binary task's positive-class probability alone: both columns."""
+    return np.column_stack([1 - preds, preds]) if preds.ndim == 1 else preds
 
+
+def _as_scores(preds: np.ndarray, task: Task, model: Any, n_classes: int) -> np.ndarray:
+    """The booster's validation predictions in :func:`automl.metrics.predict_scores`'s form."""
     if not task.is_classification:
         return np.asarray(preds, dtype=float).ravel()
-    if preds.ndim == 1:
-        preds = np.column_stack([1.0 - preds, preds])
-    return all_class_columns(preds, model.classes_, n_classes)
+    return all_class_columns(_both_classes(preds), model.classes_, n_classes)

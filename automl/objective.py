@@ -9,7 +9,6 @@ the result into the trial's value and attributes.
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from automl import pickling
 from automl import study as study_mod
 from automl.config import SearchConfig
 from automl.contracts import NullReporter, as_fitted
@@ -180,9 +180,9 @@ def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline
     elif wanted:
         # Sent as bytes and unpickled by the driver only if it is used: unpickling LightGBM
         # runs OpenMP, and a process that ran OpenMP must not fork trial children any more.
-        result["model"] = pickle.dumps(first_model, protocol=pickle.HIGHEST_PROTOCOL)
+        result["model"] = pickling.dumps(first_model)
     if bagging and (spec.fold_threshold is None or metric.better(value, spec.fold_threshold)):
-        result["fold_models"] = pickle.dumps(fold_models, protocol=pickle.HIGHEST_PROTOCOL)
+        result["fold_models"] = pickling.dumps(fold_models)
     return result
 
 
@@ -197,7 +197,7 @@ def _pickle_to_file(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            pickling.dump(obj, fh)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -222,7 +222,7 @@ def refit(problem: Problem, spec: TrialSpec) -> bytes | str:
         path = Path(spec.model_dir) / f"trial-{spec.number}.refit.pkl"
         _pickle_to_file(fitted.estimator, path)
         return str(path)
-    return pickle.dumps(fitted.estimator, protocol=pickle.HIGHEST_PROTOCOL)
+    return pickling.dumps(fitted.estimator)
 
 
 @dataclass

@@ -121,6 +121,56 @@ def test_lightgbm_hands_back_the_validation_scores_of_the_model_it_kept(problem,
         np.testing.assert_allclose(fitted.valid_scores, pred, rtol=1e-6, atol=1e-9)
 
 
+def test_lightgbm_keeps_back_the_time_finishing_its_model_takes(problem, monkeypatch):
+    """Finishing a model (LightGBM's text round trip in train(), then the trial's pickle)
+    costs time by its leaves: the deadline keeps that back, so a model whose finishing
+    would outlast the deadline stops adding rounds (digits at 60 s: 30,000 trees stopped
+    at the deadline, then ran past the trial's limit finishing)."""
+    import time
+
+    from trainers import lightgbm_trainer
+
+    trainer = get_trainer("lightgbm")
+    tr, va = problem.splits.folds[0]
+    params = dict(trainer.default(problem.info))
+    monkeypatch.setattr(lightgbm_trainer, "FINISH_S_PER_LEAF", 10.0 / params["num_leaves"])
+    # ten seconds a round (a tree of num_leaves leaves, each class's for multiclass): two
+    # rounds would finish past a deadline 15 s away, so the model stops after its first
+    t0 = time.monotonic()
+    data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
+                   problem.info, problem.metric, seed=0, n_threads=1, deadline=t0 + 15)
+    fitted = trainer.fit(params, data, NullReporter())
+    assert fitted.n_iterations == 1 and time.monotonic() - t0 < 10
+
+
+def test_lightgbm_models_pickle_as_lightgbm_writes_them(problem):
+    """A trial's kept LightGBM model is pickled as the text LightGBM writes itself (one copy
+    in memory, not four), and reads back to the same model: its predictions, its rounds
+    and the rest of its state."""
+    import pickle
+
+    import lightgbm as lgb
+
+    from automl import pickling
+
+    trainer = get_trainer("lightgbm")
+    tr, va = problem.splits.folds[0]
+    data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
+                   problem.info, problem.metric, seed=0, n_threads=1)
+    est = trainer.fit(dict(trainer.default(problem.info)), data, NullReporter()).estimator
+    blob = pickling.dumps(est)
+    assert b"booster_from_text" in blob and b"_handle" not in blob
+    back = pickle.loads(blob)
+    X = problem.X.iloc[va]
+    np.testing.assert_array_equal(
+        predict_scores(back, X, problem.info.task, problem.info.n_classes),
+        predict_scores(est, X, problem.info.task, problem.info.n_classes))
+    old, new = est[-1].booster_, back[-1].booster_
+    assert isinstance(new, lgb.Booster) and new.num_trees() == old.num_trees()
+    assert new.best_iteration == old.best_iteration and new.params == old.params
+    assert back[-1].best_iteration_ == est[-1].best_iteration_
+
+
 def test_unseen_categories_at_predict(mixed_frame):
     problem = _problem(mixed_frame, "label")
     for name in ("lightgbm", "catboost", "logistic", "random_forest", "hist_gb", "knn"):

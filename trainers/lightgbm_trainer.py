@@ -7,6 +7,8 @@ our metric otherwise, so intermediate values are always in the trial's metric.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping
@@ -17,6 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from automl.contracts import DataInfo, FitData, Fitted, Reporter, Task, Trainer
 from automl.metrics import all_class_columns
+from automl.pickling import register_reducer
 from automl.preprocessing import categorical_indices
 from search_spaces._common import with_text, with_text_default
 from trainers._base import preprocess
@@ -25,6 +28,10 @@ from search_spaces import lightgbm as lgb_space
 REPORT_EVERY = 10
 MAX_ROUNDS = 3000
 EARLY_STOP = 50
+# After its last round a model still costs time: LightGBM's train() turns it into text and
+# back (to free the training data), and the trial pickles it. About 3 us a leaf here (25,000
+# 31-leaf trees of digits' 10 classes: 1.7 s and 0.7 s); the deadline keeps that much back.
+FINISH_S_PER_LEAF = 4e-6
 
 # our metric -> (LightGBM metric, transform from LightGBM's value to ours)
 _NATIVE = {
@@ -58,6 +65,7 @@ class LightGBMTrainer(Trainer):
     def fit(self, params: Mapping[str, Any], data: FitData, reporter: Reporter) -> Fitted:
         import lightgbm as lgb
 
+        register_reducer(lgb.Booster, _reduce_booster)  # the fitted model is pickled next
         task = data.info.task
         pre, Xt, Xv = preprocess(data, self.style, params)
         cats = categorical_indices(pre)
@@ -89,7 +97,8 @@ class LightGBMTrainer(Trainer):
         last: dict[str, Any] = {}
         callbacks = [
             lgb.early_stopping(EARLY_STOP, first_metric_only=True, verbose=False),
-            _report_callback(reporter, to_ours, data.deadline, last),
+            _report_callback(reporter, to_ours, data.deadline, last,
+                             leaves_per_round=params["num_leaves"] * _trees_per_round(data)),
         ]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -114,8 +123,15 @@ def _custom_eval(data: FitData):
     return evaluate
 
 
-def _report_callback(reporter: Reporter, to_ours, deadline: float, last: dict[str, Any]):
-    """Reports every REPORT_EVERY rounds and stops at ``deadline``. When it stops, and at
+def _trees_per_round(data: FitData) -> int:
+    return data.info.n_classes if data.info.task is Task.MULTICLASS else 1
+
+
+def _report_callback(reporter: Reporter, to_ours, deadline: float, last: dict[str, Any],
+                     leaves_per_round: int = 0):
+    """Reports every REPORT_EVERY rounds and stops at ``deadline``, less what finishing the
+    model will take (:data:`FINISH_S_PER_LEAF` for each leaf it may have: a 30,000-tree
+    model ran past its trial's limit after stopping at the deadline). When it stops, and at
     the last round, it keeps the booster's running validation predictions in ``last``
     (``preds``, ``rounds``): a model stopped there keeps every round, so these are its
     validation scores and the trial need not predict again (seconds on a big model)."""
@@ -135,7 +151,8 @@ def _report_callback(reporter: Reporter, to_ours, deadline: float, last: dict[st
         it = env.iteration + 1
         if env.evaluation_result_list and it % REPORT_EVERY == 0:
             reporter.report(it, float(to_ours(env.evaluation_result_list[0][2])))
-        out_of_time = time.monotonic() > deadline
+        # (the finishing of the model one more round would make)
+        out_of_time = time.monotonic() + FINISH_S_PER_LEAF * leaves_per_round * (it + 1) > deadline
         if out_of_time or it == env.end_iteration:
             keep_predictions(env)
         if out_of_time:
@@ -156,3 +173,32 @@ def _as_scores(preds: np.ndarray, task: Task, model: Any, n_classes: int) -> np.
     if not task.is_classification:
         return np.asarray(preds, dtype=float).ravel()
     return all_class_columns(_both_classes(preds), model.classes_, n_classes)
+
+
+def _reduce_booster(booster: Any) -> tuple[Any, ...]:
+    """Pickle a Booster as the text LightGBM writes itself (``save_model``), read back as
+    bytes: one copy of the text in memory, not the four of ``Booster.__getstate__``'s
+    ``model_to_string``, in a third of the time (a 30,000-tree model: 0.7 s against 2.3 s).
+    The rest of its state is pickled as ``__getstate__`` keeps it."""
+    if getattr(booster, "_handle", None) is None:
+        return NotImplemented  # nothing fitted: pickled as usual
+    fd, path = tempfile.mkstemp(prefix="automl-lgb-", suffix=".txt")
+    os.close(fd)
+    try:
+        booster.save_model(path, num_iteration=-1)  # every round, as __getstate__ keeps them
+        with open(path, "rb") as fh:
+            text = fh.read()
+    finally:
+        os.unlink(path)
+    state = {k: v for k, v in booster.__dict__.items()
+             if k not in ("_handle", "train_set", "valid_sets")}
+    return (booster_from_text, (text, state))
+
+
+def booster_from_text(text: bytes, state: dict[str, Any]) -> Any:
+    """A Booster from its model text and the rest of its state (see :func:`_reduce_booster`)."""
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_str=text.decode("utf-8"))
+    booster.__dict__.update(state)
+    return booster

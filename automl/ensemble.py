@@ -108,6 +108,43 @@ def blend_score(oof: dict[int, np.ndarray], weights: dict[int, float], y: np.nda
     return float(np.mean([metric(y[g], blend[g], n_classes) for g in groups]))
 
 
+def wins_on_its_rows(own: np.ndarray, oof: dict[int, np.ndarray], weights: dict[int, float],
+                     y: np.ndarray, metric: Metric, n_classes: int, *, resamples: int = 100,
+                     share: float = 0.95, max_rows: int = 20_000, seed: int = 0) -> bool:
+    """Whether ``own`` (a trial's out-of-fold predictions, NaN on the rows it was not
+    validated on: a trial stopped after some folds) beats the blend of ``oof`` with
+    ``weights`` on the rows it was validated on, in at least ``share`` of ``resamples``
+    bootstrap resamples of those rows (at most ``max_rows`` of them, drawn once). Its value
+    and the blend's score come from different rows, and one fold can be lucky: this
+    compares them on the same rows, and only a clear win counts.
+
+    Example:
+        >>> from automl.metrics import METRICS
+        >>> y = np.arange(40.0)
+        >>> own = np.where(y < 20, y + 0.1, np.nan)  # validated on half the rows
+        >>> wins_on_its_rows(own, {1: y + 3}, {1: 1.0}, y, METRICS["rmse"], 0)
+        True
+        >>> wins_on_its_rows(own, {1: y - 0.1}, {1: 1.0}, y, METRICS["rmse"], 0)
+        False
+    """
+    n = len(y)
+    covered = np.flatnonzero(~np.isnan(np.asarray(own, dtype=np.float64).reshape(n, -1)).any(axis=1))
+    total = sum(float(w) for w in weights.values())
+    blend = sum(float(w) * np.asarray(oof[k], dtype=np.float64) for k, w in weights.items()) / total
+    covered = covered[~np.isnan(np.asarray(blend).reshape(n, -1)[covered]).any(axis=1)]
+    if len(covered) < 2:
+        return False
+    rng = np.random.default_rng(seed)
+    if len(covered) > max_rows:
+        covered = rng.choice(covered, max_rows, replace=False)
+    wins = 0
+    for _ in range(resamples):
+        rows = rng.choice(covered, len(covered))
+        mine, theirs = metric(y[rows], own[rows], n_classes), metric(y[rows], blend[rows], n_classes)
+        wins += bool(metric.better(mine, theirs))
+    return wins >= share * resamples
+
+
 class FoldBag:
     """The models a trial fitted on its cross-validation folds, averaged (bagging).
 

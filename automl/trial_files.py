@@ -1,5 +1,6 @@
 """What the search keeps of a trial beside the study: its out-of-fold predictions (for
-ensemble selection) and, with ``--bagging``, its pickled fold models.
+ensemble selection), with ``--bagging`` its pickled fold models, and the best trials'
+first-split models (:class:`KeptModels`).
 
 Only the driver (the process that owns the study) writes these files: executors send a
 trial's predictions and fold models back with its result, so trials on other machines
@@ -9,8 +10,9 @@ need no shared disk.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -100,3 +102,82 @@ def prune_oof(folder: str, study: optuna.Study, metric: Metric, keep: int = 30) 
     for path in Path(folder).glob("trial-*.npy"):
         if path.name not in kept:
             path.unlink(missing_ok=True)
+
+
+class KeptModels(Mapping):
+    """Trial number -> a kept model's pickled bytes: in memory, or in files in ``folder``
+    (read on access), so that the driver does not hold them."""
+
+    def __init__(self, folder: str | None = None) -> None:
+        self.folder = Path(folder) if folder else None
+        self._memory: dict[int, Any] = {}
+        self._sizes: dict[int, int] = {}
+
+    def put(self, number: int, blob: Any) -> None:
+        self._sizes[number] = len(blob) if isinstance(blob, bytes) else 0
+        if self.folder is not None and isinstance(blob, bytes):
+            from automl.persistence import atomic_write_bytes
+
+            try:
+                atomic_write_bytes(self._path(number), blob)
+                self._memory.pop(number, None)
+                return
+            except OSError:  # a full disk: keep it in memory rather than lose it
+                pass
+        self._memory[number] = blob
+
+    def put_file(self, number: int, path: Path) -> bool:
+        """Take the pickle a trial wrote to ``path`` (moved, not read); False if it is gone."""
+        try:
+            size = path.stat().st_size
+            if self.folder is not None:
+                os.replace(path, self._path(number))
+            else:
+                self._memory[number] = path.read_bytes()
+                path.unlink()
+        except OSError:
+            return False
+        self._sizes[number] = size
+        return True
+
+    def size(self, number: int) -> int:
+        return self._sizes[number]
+
+    def file(self, number: int) -> Path | None:
+        """The file holding a kept model (None: not kept, or held in memory)."""
+        if number not in self._sizes or number in self._memory or self.folder is None:
+            return None
+        path = self._path(number)
+        return path if path.is_file() else None
+
+    def keep_only(self, numbers: Sequence[int]) -> None:
+        for number in set(self._sizes) - set(numbers):
+            del self._sizes[number]
+            if self._memory.pop(number, None) is None and self.folder is not None:
+                self._path(number).unlink(missing_ok=True)
+
+    def _path(self, number: int) -> Path:
+        assert self.folder is not None
+        return self.folder / f"trial-{number}.kept.pkl"
+
+    def __getitem__(self, number: int) -> Any:
+        if number not in self._sizes:
+            raise KeyError(number)
+        if number in self._memory:
+            return self._memory[number]
+        try:
+            return self._path(number).read_bytes()
+        except OSError:
+            raise KeyError(number) from None
+
+    def get(self, number: int, default: Any = None) -> Any:  # a vanished file is no model
+        try:
+            return self[number]
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._sizes))
+
+    def __len__(self) -> int:
+        return len(self._sizes)

@@ -162,7 +162,7 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
         info.kind = "boolean"
         return info
     number_format, parsed, guessed = numbers.detect(text)
-    leading_zero = bool(text.str.match(r"^0\d+$").any())
+    leading_zero = bool(pd.Series(text.unique(), dtype="string").str.match(r"^0\d+$").any())
     if parsed >= NUMERIC_SHARE and not leading_zero:
         info.kind, info.number_format = "numeric", number_format
         words = text[numbers.parse(text, number_format).isna().to_numpy()]
@@ -181,7 +181,9 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
     if parsed >= MOSTLY_NUMBERS and not leading_zero:
         info.number_format = number_format
         return _mostly_numbers(info, text, parsed)
-    tokens = _sample(text).str.split().str.len().mean()
+    counts = _sample(text).value_counts(sort=False)  # each distinct value split once
+    words = pd.Series(counts.index.to_numpy(dtype=object), dtype="string").str.split().str.len()
+    tokens = float(np.dot(words.to_numpy(dtype=float), counts.to_numpy(dtype=float)) / counts.sum())
     if tokens >= 4 and unique_ratio > 0.3:
         info.kind = "text"
         return info

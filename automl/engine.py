@@ -36,7 +36,7 @@ from automl.model import AutoMLModel
 from automl.opening import open_study
 from automl.problem import Problem
 from automl.registry import resolve_learners, trainer_class
-from automl.schema import FeatureSchema, clean_frame, infer_schema
+from automl.schema import USED_KINDS, FeatureSchema, clean_frame, infer_schema
 from automl.splits import make_splits
 from automl.study import best_trials, learner_params
 from automl.trial_files import prune_oof
@@ -78,7 +78,7 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
                     n_classes=len(target.classes or []), class_counts=counts, schema=schema,
                     n_train_rows=splits.n_train_rows)
     learners = resolve_learners(target.task, config.include, config.exclude,
-                                kinds={c.kind for c in schema.columns if c.name in schema.used})
+                                kinds={c.kind for c in schema.columns if c.kind in USED_KINDS})
     if not config.include and len(X) > KNN_MAX_ROWS and "knn" in learners and len(learners) > 1:
         log.info("leaving out knn: %d rows make nearest-neighbour search too slow (--include knn "
                  "to force it)", len(X))
@@ -113,9 +113,13 @@ def _report_columns(schema: FeatureSchema, shown: int = 4) -> None:
 
 
 def _shared_preprocessing(problem: Problem, executor: Executor, config: SearchConfig,
-                          budget: Budget) -> None:
+                          budget: Budget, warm_up: Sequence[Callable[[], Any]] = ()) -> None:
     """Fit every preprocessing style once per fold, where trials run, so trials share it
-    instead of refitting encoders and text vectorizers each time."""
+    instead of refitting encoders and text vectorizers each time; first run ``warm_up``
+    (work the final model needs, such as importing the model file writer: after the first
+    trial has started, not before it)."""
+    for step in warm_up:
+        step()
     styles = sorted({style for name in problem.learners
                      if (style := trainer_class(name).style) is not None})
     if not styles:
@@ -150,11 +154,13 @@ def fit(X_raw: pd.DataFrame, target: Target, config: SearchConfig, *, target_nam
 def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 storage_url: str | None = None, study_name: str = "automl", resume: bool = False,
                 start: float | None = None, callbacks: Sequence[Callable[..., None]] = (),
-                owned_storage: bool = False, lazy_members: bool = False) -> FitResult:
+                owned_storage: bool = False, lazy_members: bool = False,
+                warm_up: Sequence[Callable[[], Any]] = ()) -> FitResult:
     """Search and build the final model on an already prepared :class:`Problem`.
     ``lazy_members``: the model's members stay in files until used or saved (see
     :class:`~automl.model.Deferred`); the caller saves the model, then calls
-    :meth:`FitResult.close`."""
+    :meth:`FitResult.close`. ``warm_up``: steps run once the first trial (the probe) has
+    been started, before the second one; they count in the budget."""
     start = time.monotonic() if start is None else start
     if config.executor != "ray" and any(trainer_class(name).needs_accelerator
                                         for name in problem.learners):
@@ -210,7 +216,7 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 study, problem, config, executor, budget, callbacks=callbacks, on_result=keep,
                 oof_dir=oof_dir, fold_dir=fold_dir,
                 model_dir=model_dir,
-                share=lambda: _shared_preprocessing(problem, executor, config, budget))
+                share=lambda: _shared_preprocessing(problem, executor, config, budget, warm_up))
             controller.run()
             if not best_trials(study, problem.metric, 1):
                 controller.rescue()

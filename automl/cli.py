@@ -83,8 +83,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from automl.images import read_fit_input
         from automl.leaderboard import leaderboard, write_csv
         from automl.persistence import atomic_write_text, save_model, skops_io
-
-        skops_io()  # now (seconds: it indexes scikit-learn), inside the budget, before forking
         from automl.progress import make_progress
 
     out = Path(args.output)
@@ -124,7 +122,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
             result = engine.fit_problem(problem, config, target_name=args.target,
                                         storage_url=storage, study_name=args.study_name,
                                         resume=args.resume, start=start, callbacks=[progress],
-                                        owned_storage=args.storage is None, lazy_members=True)
+                                        owned_storage=args.storage is None, lazy_members=True,
+                                        # inside the budget (a second), after the first result
+                                        warm_up=[skops_io])
         except BaseException:
             progress.close()
             raise

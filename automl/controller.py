@@ -219,8 +219,8 @@ class Controller:
             fold_s = None if known else self.share_s
             max_rows = self.rows.for_learner(learner, min(max(self.share_s, GROW_FRACTION * remaining),
                                                           soft))
-        if is_probe(trial):
-            max_rows = PROBE_ROWS
+        if is_probe(trial):  # one fold (or the holdout) on a sample, cut short
+            max_rows, fold_s = PROBE_ROWS, 0.0
             if self.budget.time_budget:
                 soft = min(soft, max(1.0, PROBE_SHARE * self.budget.time_budget))
         if self.row_limit is not None and self.row_limit < self.problem.splits.n_train_rows:

@@ -13,7 +13,7 @@ import optuna
 from automl import study as study_mod
 from automl.config import SearchConfig
 from automl.exceptions import ConfigError
-from automl.fidelity import PROBE, PROBE_MIN_TRAIN_ROWS
+from automl.fidelity import PROBE
 from automl.problem import Problem
 from automl.registry import get_trainer, trainer_class
 from automl.splits import folds_of, make_splits
@@ -89,17 +89,16 @@ def _study_exists(storage: Any, name: str) -> bool:
 def enqueue_defaults(study: optuna.Study, problem: Problem, portfolio: bool = True,
                      probe: bool = False) -> None:
     """Queue each learner's cheap default configuration, then the portfolio configurations
-    (round-robin over learners), before the sampler takes over. ``probe``: on a table of
-    over ``PROBE_MIN_TRAIN_ROWS`` training rows, first the first learner's default on
-    ``PROBE_ROWS`` of them (see :mod:`automl.fidelity`)."""
+    (round-robin over learners), before the sampler takes over. ``probe``: first the first
+    learner's default on at most ``PROBE_ROWS`` training rows, one fold, cut short (see
+    :mod:`automl.fidelity`), when that learner takes a time share."""
     queue: list[tuple[str, dict[str, Any], str]] = []
     portfolios: list[list[dict[str, Any]]] = []
     for learner in problem.learners:
         trainer = get_trainer(learner)
         queue.append((learner, dict(trainer.default(problem.info)), "default"))
         portfolios.append(list(trainer.portfolio(problem.info)) if portfolio else [])
-    if probe and problem.splits.n_train_rows > PROBE_MIN_TRAIN_ROWS and \
-            trainer_class(problem.learners[0]).time_share:
+    if probe and trainer_class(problem.learners[0]).time_share:
         queue.insert(0, (queue[0][0], queue[0][1], PROBE))
     for i in range(max((len(p) for p in portfolios), default=0)):
         for learner, configs in zip(problem.learners, portfolios):

@@ -156,7 +156,9 @@ def retry_of(t: FrozenTrial) -> int | None:
 
 
 def check_no_repeats(trials: list[FrozenTrial]) -> None:
-    """No configuration ran twice except as an explicit retry of a failed trial (once each)."""
+    """No configuration ran twice except as an explicit retry of a failed trial (once each),
+    or as the probe (the first learner's default on a sample, one fold, cut short) and then
+    the default itself."""
     by_number = {t.number: t for t in trials}
     assert len(by_number) == len(trials), "trial numbers repeat"
     retries = {t.number: retry_of(t) for t in trials if retry_of(t) is not None}
@@ -166,7 +168,8 @@ def check_no_repeats(trials: list[FrozenTrial]) -> None:
         t, original = by_number[number], by_number[original_number]
         assert original.state == TrialState.FAIL, (t.number, original.number, original.state)
         assert params_key(t) == params_key(original)
-    firsts = Counter(params_key(t) for t in trials if t.number not in retries and t.params)
+    firsts = Counter(params_key(t) for t in trials if t.number not in retries and t.params
+                     and t.user_attrs.get("queued") != "probe")
     repeated = [k for k, c in firsts.items() if c > 1]
     assert not repeated, f"configurations run more than once: {repeated}"
 

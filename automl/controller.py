@@ -23,6 +23,7 @@ from automl import interrupts
 from automl import optuna_internals as internals
 from automl import study as study_mod
 from automl.config import SearchConfig
+from automl.early_probe import EarlyProbe
 from automl.executors import Executor, Outcome
 from automl.fidelity import (
     GROW_FRACTION,
@@ -74,6 +75,24 @@ class Budget:
     def remaining(self) -> float:
         return self.search_end() - time.monotonic()
 
+    def trial_deadlines(self, probe: bool = False) -> tuple[float, float] | None:
+        """A trial starting now: after how many seconds its trainer stops adding rounds (the
+        soft deadline) and its process is killed (the hard one); None: no time left. The
+        probe stops adding rounds after ``PROBE_SHARE`` of the budget."""
+        remaining = self.remaining()
+        if remaining <= 0.2:  # (_may_start asked for 0.5 s: asking took the rest)
+            return None
+        limit = min(remaining, self.trial_timeout or math.inf)
+        # Trainers stop adding rounds at the soft deadline; the rest of the limit is for
+        # predicting the validation rows, scoring and sending the result back. The grace
+        # never eats into the time kept for the refit and saving.
+        wrap_up = min(max(1.0, 0.15 * limit), 15.0)
+        hard = min(limit + HARD_KILL_GRACE_S, remaining + 0.5)
+        soft = max(0.5 * limit, limit - wrap_up)
+        if probe and self.time_budget:
+            soft = min(soft, max(1.0, PROBE_SHARE * self.time_budget))
+        return soft, hard
+
 
 class _TrialHooks:
     """An executor's view of one running trial (called in the driver)."""
@@ -99,7 +118,8 @@ class Controller:
                  on_result: Callable[[Any, dict[str, Any]], None] | None = None,
                  oof_dir: str | None = None, fold_dir: str | None = None,
                  model_dir: str | None = None,
-                 share: Callable[[], None] | None = None) -> None:
+                 share: Callable[[], None] | None = None,
+                 early: EarlyProbe | None = None) -> None:
         self.study, self.problem, self.config = study, problem, config
         self.executor, self.budget = executor, budget
         self.callbacks, self.on_result = list(callbacks), on_result
@@ -130,15 +150,19 @@ class Controller:
         # so on a large table the first result comes before the slow shared fit, not after it
         self._share = share
         self.preprocessing_s = 0.0  # how long that shared fit took
+        self.early = early  # the probe, started before the study opened (automl.early_probe)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
-        if not self._may_start():
+        early, self.early = self.early, None
+        if early is None and not self._may_start():
             return
         self.heartbeats = heartbeats = Heartbeats(self.study) if self.heartbeat_on else None
         if heartbeats is not None:
             heartbeats.start()
         try:
+            if early is not None:
+                self._adopt_early(early)
             while True:
                 interrupts.checkpoint()
                 self._fill()
@@ -167,21 +191,44 @@ class Controller:
             if self._share is not None and not self._probe_waiting():
                 self._share_preprocessing()
                 continue  # it took time: may a trial still start?
-            if self.heartbeat_on:
-                optuna.storages.fail_stale_trials(self.study)
-            self.choose_learner(self.study)
-            with warnings.catch_warnings():  # heartbeats are recorded here, not by study.optimize
-                warnings.filterwarnings("ignore", "Heartbeat of storage")
-                trial = self.study.ask()
-            self.running[trial.number] = (trial, time.perf_counter())
-            if self.heartbeats is not None:
-                self.heartbeats.add(internals.trial_id(trial))
+            trial = self._ask()
             spec = self._spec(trial)
             if spec is None:
                 self._tell(trial.number, Outcome("failed", reason="no time left in the budget"))
                 return
             log.debug("trial %d: %s starts, limit %.1fs", trial.number, spec.learner, spec.limit_s)
             self.executor.submit(spec, _TrialHooks(trial))
+
+    def _ask(self) -> optuna.Trial:
+        if self.heartbeat_on:
+            optuna.storages.fail_stale_trials(self.study)
+        self.choose_learner(self.study)
+        with warnings.catch_warnings():  # heartbeats are recorded here, not by study.optimize
+            warnings.filterwarnings("ignore", "Heartbeat of storage")
+            trial = self.study.ask()
+        self.running[trial.number] = (trial, time.perf_counter())
+        if self.heartbeats is not None:
+            self.heartbeats.add(internals.trial_id(trial))
+        return trial
+
+    def _adopt_early(self, early: EarlyProbe) -> None:
+        """The probe the executor started while the study opened becomes the study's first
+        trial (:mod:`automl.early_probe`); if that trial is not the same probe, the early
+        one is stopped and the trial runs as any other."""
+        trial = self._ask()
+        spec = self._spec(trial)
+        if spec is not None and early.matches(trial.number, is_probe(trial), spec):
+            self.running[trial.number] = (trial, early.started)
+            early.hooks.attach(trial)
+            trial.set_user_attr("started_early_s", round(time.perf_counter() - early.started, 2))
+            log.debug("trial %d: the probe started %.1fs before the study opened", trial.number,
+                      time.perf_counter() - early.started)
+            return
+        self.executor.cancel_all()
+        if spec is None:
+            self._tell(trial.number, Outcome("failed", reason="no time left in the budget"))
+            return
+        self.executor.submit(spec, _TrialHooks(trial))
 
     def _probe_waiting(self) -> bool:
         return any(is_probe(t) for t in self.study.get_trials(deepcopy=False,
@@ -201,15 +248,10 @@ class Controller:
         learner, params = self.objective.sample(trial)
         trial.set_user_attr("learner", learner)
         remaining = self.budget.remaining()
-        if remaining <= 0.2:  # (_may_start asked for 0.5 s: asking took the rest)
+        deadlines = self.budget.trial_deadlines(probe=is_probe(trial))
+        if deadlines is None:
             return None
-        limit = min(remaining, self.budget.trial_timeout or math.inf)
-        # Trainers stop adding rounds at the soft deadline; the rest of the limit is for
-        # predicting the validation rows, scoring and sending the result back. The grace
-        # never eats into the time kept for the refit and saving.
-        wrap_up = min(max(1.0, 0.15 * limit), 15.0)
-        hard = min(limit + HARD_KILL_GRACE_S, remaining + 0.5)
-        soft = max(0.5 * limit, limit - wrap_up)
+        soft, hard = deadlines
         max_rows = fold_s = None
         if self.share_s is not None and self.rows is not None and trainer_class(learner).time_share:
             # no new fold after its share for a learner of unknown cost; one of known cost
@@ -221,8 +263,6 @@ class Controller:
                                                           soft))
         if is_probe(trial):  # one fold (or the holdout) on a sample, cut short
             max_rows, fold_s = PROBE_ROWS, 0.0
-            if self.budget.time_budget:
-                soft = min(soft, max(1.0, PROBE_SHARE * self.budget.time_budget))
         if self.row_limit is not None and self.row_limit < self.problem.splits.n_train_rows:
             max_rows = min(max_rows or self.row_limit, self.row_limit)
         threshold = None

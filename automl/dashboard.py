@@ -92,8 +92,10 @@ objective is the mean validation score over the folds. User attributes:
   metrics on the out-of-fold predictions;
 - `fail_reason`: why a failed trial failed; `worker`: the process that ran it;
 - `queued`: `default` (the learner's cheap default configuration), `portfolio` (a
-  known-good configuration) or `probe` (on a large table, the first learner's default on a
-  sample of the rows, run first), queued before the sampler takes over;
+  known-good configuration) or `probe` (with a time budget, the first learner's default on
+  at most 10,000 training rows and one fold, run first), queued before the sampler takes
+  over; `started_early_s`: the probe started that long before its trial existed (it ran
+  while the study opened);
 - `train_rows`: the training rows a fold used, when a trial fitted a sample of them.
 
 Pruned trials were stopped early by the pruner, which compares trials of the same learner.

@@ -21,7 +21,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from automl import interrupts, scratch
+from automl import early_probe, interrupts, scratch
 from automl.config import SearchConfig
 from automl.contracts import DataInfo
 from automl.controller import Budget, Controller
@@ -171,26 +171,18 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
     # ray.init is unsafe)
     prepare_text(problem, config, start)
     executor = make_executor(config, storage_url)  # refuses what it cannot honour, before the study
+    budget = Budget(start=start, time_budget=config.time_budget, n_trials=config.n_trials,
+                    trial_timeout=config.trial_timeout)
+    if config.time_budget:
+        budget.reserve = reserve_floor(config.time_budget)
+    # pickles and scratch arrays: in a private temporary folder of this run, named after
+    # this process so that a later run removes it if this one is killed (automl.scratch)
+    scratch.sweep_stale()
+    run_dir = scratch.make("run")
+    keep_scratch = False  # the model's deferred members wait there (lazy_members)
     # from here Ctrl-C stops the search between storage calls (automl.interrupts)
     with interrupts.deferred(), warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            study = open_study(config, problem, storage_url, study_name, resume, target_name,
-                               owned=owned_storage)
-            if problem.info.text_backbone:  # the report rebuilds text features with it
-                study.set_user_attr("text_backbone", problem.info.text_backbone)
-        except BaseException:
-            executor.close()
-            raise
-        budget = Budget(start=start, time_budget=config.time_budget, n_trials=config.n_trials,
-                        trial_timeout=config.trial_timeout)
-        if config.time_budget:
-            budget.reserve = reserve_floor(config.time_budget)
-        # pickles and scratch arrays: in a private temporary folder of this run, named after
-        # this process so that a later run removes it if this one is killed (automl.scratch)
-        scratch.sweep_stale()
-        run_dir = scratch.make("run")
-        keep_scratch = False  # the model's deferred members wait there (lazy_members)
         try:
             # in case a refit fails or has no time left
             kept_dir = tempfile.mkdtemp(prefix="kept-", dir=run_dir)
@@ -210,13 +202,26 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                         if config.bagging and problem.splits.kind == "cv" else None)
             # trials and refits on this machine leave their models' pickles here, not in memory
             model_dir = kept_dir if getattr(executor, "local_files", False) else None
-            executor.start(problem)
+            early = None  # the probe runs while the study opens (automl.early_probe)
+            probe_early = early_probe.allowed(config, problem, executor, resume=resume,
+                                              owned_storage=owned_storage)
+            if probe_early:
+                executor.start(problem)
+                early = early_probe.start(problem, config, executor, budget,
+                                          keep_folds=fold_dir is not None, model_dir=model_dir)
+            study = open_study(config, problem, storage_url, study_name, resume, target_name,
+                               owned=owned_storage)
+            if not probe_early:
+                executor.start(problem)
+            if problem.info.text_backbone:  # the report rebuilds text features with it
+                study.set_user_attr("text_backbone", problem.info.text_backbone)
             search_start = time.monotonic()
             controller = Controller(
                 study, problem, config, executor, budget, callbacks=callbacks, on_result=keep,
                 oof_dir=oof_dir, fold_dir=fold_dir,
                 model_dir=model_dir,
-                share=lambda: _shared_preprocessing(problem, executor, config, budget, warm_up))
+                share=lambda: _shared_preprocessing(problem, executor, config, budget, warm_up),
+                early=early)
             controller.run()
             if not best_trials(study, problem.metric, 1):
                 controller.rescue()

@@ -32,7 +32,8 @@ trials must not be able to spend the budget on folds:
   that small, fixed costs dominate, and the rows it would choose for the default are too
   few). The preprocessing that trials share is fitted after the probe has started, not
   before it (the probe preprocesses its own sample): on 500,000 rows that shared fit takes
-  seconds, on 5,000 rows of 10 columns 0.7-0.9 s, as long as the probe.
+  seconds, on 5,000 rows of 10 columns 0.7-0.9 s, as long as the probe. Where this run
+  owns a new study, the probe starts before the study opens (:mod:`automl.early_probe`).
 """
 
 from __future__ import annotations

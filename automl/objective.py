@@ -55,6 +55,7 @@ class TrialSpec:
     # a folder of the driver's machine: the first split's model is pickled to a file there
     # as soon as it is fitted, not held until the last fold and sent back as bytes
     model_dir: str | None = None
+    prunable: bool = True  # False: never asks the pruner (a probe started before the study)
 
 
 class TrialReporter:

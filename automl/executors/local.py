@@ -31,6 +31,11 @@ def _ask_parent_report(step: int, value: float) -> bool:
     return bool(ask_parent(("report", step, value)))
 
 
+def _never_prune(step: int, value: float) -> bool:
+    """In a trial's child that asks nothing (``TrialSpec.prunable`` False)."""
+    return False
+
+
 def _outcome(child: ChildOutcome) -> Outcome:
     return Outcome(child.status, child.value if child.status == "ok" else None, child.reason)
 
@@ -91,7 +96,7 @@ class LocalExecutor:
         assert problem is not None
         gpus = self._pick_gpus() or []
         env = gpu_env(gpus)
-        reporter = TrialReporter(_ask_parent_report)
+        reporter = TrialReporter(_ask_parent_report if spec.prunable else _never_prune)
         child = IsolatedChild(lambda: evaluate(problem, spec, reporter),
                               deadline=time.monotonic() + spec.limit_s,
                               mem_cap_mb=self._cap(self.slots),

@@ -9,11 +9,9 @@ that Optuna's stale-trial check (any host) or a resume (this host) fails and run
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -22,13 +20,13 @@ from optuna.trial import FrozenTrial, TrialState
 from automl import interrupts
 from automl import optuna_internals as internals
 from automl import study as study_mod
+from automl.budget import Budget  # noqa: F401 - also imported from here (tests, benchmarks)
 from automl.config import SearchConfig
 from automl.early_probe import EarlyProbe
 from automl.executors import Executor, Outcome
 from automl.fidelity import (
     GROW_FRACTION,
     PROBE_ROWS,
-    PROBE_SHARE,
     RowSample,
     final_member_estimate,
     is_probe,
@@ -49,49 +47,9 @@ from automl.trial_files import (
 )
 
 log = logging.getLogger("automl")
-HARD_KILL_GRACE_S = 2.0
 RESCUE_LEARNERS = ("logistic", "ridge")  # the cheapest, surest fit of the built-in learners
 RESCUE_ROWS = 2_000
 POLL_S = 0.1
-
-
-@dataclass
-class Budget:
-    """Wall-clock bookkeeping: the search ends early enough to leave time for the refit."""
-
-    start: float
-    time_budget: float | None
-    n_trials: int | None
-    reserve: float = 0.0
-    trial_timeout: float | None = None
-
-    @property
-    def end(self) -> float:
-        return self.start + self.time_budget if self.time_budget else math.inf
-
-    def search_end(self) -> float:
-        return self.end - self.reserve
-
-    def remaining(self) -> float:
-        return self.search_end() - time.monotonic()
-
-    def trial_deadlines(self, probe: bool = False) -> tuple[float, float] | None:
-        """A trial starting now: after how many seconds its trainer stops adding rounds (the
-        soft deadline) and its process is killed (the hard one); None: no time left. The
-        probe stops adding rounds after ``PROBE_SHARE`` of the budget."""
-        remaining = self.remaining()
-        if remaining <= 0.2:  # (_may_start asked for 0.5 s: asking took the rest)
-            return None
-        limit = min(remaining, self.trial_timeout or math.inf)
-        # Trainers stop adding rounds at the soft deadline; the rest of the limit is for
-        # predicting the validation rows, scoring and sending the result back. The grace
-        # never eats into the time kept for the refit and saving.
-        wrap_up = min(max(1.0, 0.15 * limit), 15.0)
-        hard = min(limit + HARD_KILL_GRACE_S, remaining + 0.5)
-        soft = max(0.5 * limit, limit - wrap_up)
-        if probe and self.time_budget:
-            soft = min(soft, max(1.0, PROBE_SHARE * self.time_budget))
-        return soft, hard
 
 
 class _TrialHooks:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import optuna
 
     from automl.config import SearchConfig
-    from automl.controller import Budget
+    from automl.budget import Budget
     from automl.executors import Executor
     from automl.problem import Problem
 

@@ -24,7 +24,8 @@ import pandas as pd
 from automl import early_probe, interrupts, scratch
 from automl.config import SearchConfig
 from automl.contracts import DataInfo
-from automl.controller import Budget, Controller
+from automl.budget import Budget
+from automl.controller import Controller
 from automl.data import Target
 from automl.exceptions import DataError
 from automl.executors import Executor, make_executor

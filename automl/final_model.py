@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 
 from automl.calibration import choose_temperature
 from automl.config import SearchConfig
-from automl.controller import Budget
+from automl.budget import Budget
 from automl.exceptions import SearchFailedError
 from automl.executors import Executor
 from automl.fidelity import refit_estimate

@@ -76,7 +76,7 @@ class Controller:
                  on_result: Callable[[Any, dict[str, Any]], None] | None = None,
                  oof_dir: str | None = None, fold_dir: str | None = None,
                  model_dir: str | None = None,
-                 share: Callable[[], None] | None = None,
+                 share: Callable[[Callable[[], None]], None] | None = None,
                  early: EarlyProbe | None = None) -> None:
         self.study, self.problem, self.config = study, problem, config
         self.executor, self.budget = executor, budget
@@ -196,8 +196,14 @@ class Controller:
         share, self._share = self._share, None
         t0 = time.monotonic()
         assert share is not None
-        share()
+        share(self._tell_finished)
         self.preprocessing_s = time.monotonic() - t0
+
+    def _tell_finished(self) -> None:
+        """Record the trials that have finished, without waiting (called while the shared
+        preprocessing runs: the probe's result is recorded when it comes)."""
+        for number, outcome in self.executor.poll(0):
+            self._tell(number, outcome)
         if self.budget.time_budget:  # the time share of a trial, from what is left now
             self.share_s = trial_share(max(0.0, self.budget.remaining()))
 

@@ -114,21 +114,31 @@ def _report_columns(schema: FeatureSchema, shown: int = 4) -> None:
 
 
 def _shared_preprocessing(problem: Problem, executor: Executor, config: SearchConfig,
-                          budget: Budget, warm_up: Sequence[Callable[[], Any]] = ()) -> None:
+                          budget: Budget, warm_up: Sequence[Callable[[], Any]] = (),
+                          between: Callable[[], None] | None = None) -> None:
     """Fit every preprocessing style once per fold, where trials run, so trials share it
-    instead of refitting encoders and text vectorizers each time; first run ``warm_up``
-    (work the final model needs, such as importing the model file writer: after the first
-    trial has started, not before it)."""
-    for step in warm_up:
-        step()
+    instead of refitting encoders and text vectorizers each time. Meanwhile, in this
+    process: ``warm_up`` (work the final model needs, such as importing the model file
+    writer: after the first trial has started, not before it), then ``between`` at every
+    poll (the controller tells the trials that finished: the probe's result is recorded
+    when it comes, not after the shared fit)."""
+    pending = list(warm_up)
+
+    def meanwhile() -> None:
+        while pending:
+            pending.pop(0)()
+        if between is not None:
+            between()
+
     styles = sorted({style for name in problem.learners
                      if (style := trainer_class(name).style) is not None})
-    if not styles:
-        return
-    t0 = time.monotonic()
-    executor.share_preprocessing(styles, config.seed,
-                                 0.25 * budget.time_budget if budget.time_budget else 600.0)
-    log.debug("shared preprocessing of %s took %.2fs", styles, time.monotonic() - t0)
+    if styles:
+        t0 = time.monotonic()
+        executor.share_preprocessing(styles, config.seed,
+                                     0.25 * budget.time_budget if budget.time_budget else 600.0,
+                                     meanwhile)
+        log.debug("shared preprocessing of %s took %.2fs", styles, time.monotonic() - t0)
+    meanwhile()  # where the executor did not call it
 
 
 def _best_summary(study: optuna.Study, problem: Problem) -> dict[str, Any]:
@@ -221,7 +231,8 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 study, problem, config, executor, budget, callbacks=callbacks, on_result=keep,
                 oof_dir=oof_dir, fold_dir=fold_dir,
                 model_dir=model_dir,
-                share=lambda: _shared_preprocessing(problem, executor, config, budget, warm_up),
+                share=lambda between: _shared_preprocessing(problem, executor, config, budget, warm_up,
+                                                              between),
                 early=early)
             controller.run()
             if not best_trials(study, problem.metric, 1):

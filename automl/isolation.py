@@ -366,17 +366,21 @@ class IsolatedChild:
 
 def run_isolated(fn: Callable[[], Any], *, deadline: float, mem_cap_mb: float | None,
                  on_message: Callable[[Any], Any] | None = None,
-                 env: dict[str, str] | None = None) -> ChildOutcome:
+                 env: dict[str, str] | None = None,
+                 meanwhile: Callable[[], None] | None = None) -> ChildOutcome:
     """Run ``fn`` in a forked child; kill it at ``deadline`` (``time.monotonic``) or over the cap.
 
     ``on_message`` answers the child's :func:`ask_parent` calls (e.g. pruning decisions);
-    ``env`` is set in the child's environment before ``fn`` runs.
+    ``env`` is set in the child's environment before ``fn`` runs; ``meanwhile`` is called
+    after the child has started and at every poll until it ends (the caller's own work).
     """
     child = IsolatedChild(fn, deadline=deadline, mem_cap_mb=mem_cap_mb, on_message=on_message,
                           env=env)
     try:
         while True:
             interrupts.checkpoint()
+            if meanwhile is not None:
+                meanwhile()
             outcome = child.poll(POLL_S)
             if outcome is not None:
                 return outcome

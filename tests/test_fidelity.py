@@ -368,8 +368,9 @@ def test_the_probe_stops_training_after_its_share_of_the_budget():
 @pytest.mark.parametrize("probe", [True, False])
 def test_the_shared_preprocessing_is_fitted_after_the_probe_and_before_any_other_trial(probe):
     """The probe preprocesses its own 10,000 rows, so the slow fit every other trial shares
-    (seconds on 500,000 rows) waits until the probe has given a first result; without a
-    probe it comes before the first trial. Real forked trials (the local executor)."""
+    (seconds on 500,000 rows) starts once the probe has started, and the probe's result is
+    recorded while that fit runs; without a probe it comes before the first trial. Real
+    forked trials (the local executor)."""
     from automl.controller import Budget, Controller
     from automl.executors.local import LocalExecutor
     from automl.fidelity import PROBE_ROWS
@@ -389,16 +390,25 @@ def test_the_shared_preprocessing_is_fitted_after_the_probe_and_before_any_other
     executor = Recording(config)
     executor.start(problem)
 
-    def share():
+    def share(between):
         events.append("share")
-        executor.share_preprocessing(["tree"], seed=0, limit_s=30)
+        # what the controller gives the shared fit to call while it waits: it records the
+        # trials that finished (the probe's result is not held until the shared fit ends)
+        give_up = time.monotonic() + 60
+        while probe and study.trials[0].state != TrialState.COMPLETE and time.monotonic() < give_up:
+            between()
+            time.sleep(0.05)
+        if probe:
+            events.append(("probe told", study.trials[0].state))
+        executor.share_preprocessing(["tree"], seed=0, limit_s=30, meanwhile=between)
 
     controller = Controller(study, problem, config, executor,
                             Budget(start=time.monotonic(), time_budget=60, n_trials=2), share=share)
     controller.run()
     executor.close()
     if probe:
-        assert events == [("trial", PROBE_ROWS, False), "share", ("trial", None, True)]
+        assert events == [("trial", PROBE_ROWS, False), "share",
+                          ("probe told", TrialState.COMPLETE), ("trial", None, True)]
     else:
         assert events == ["share", ("trial", None, True), ("trial", None, True)]
     assert [t.state for t in study.trials[:2]] == [TrialState.COMPLETE] * 2

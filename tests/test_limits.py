@@ -99,6 +99,16 @@ def test_memory_cap_stops_the_child_and_the_parent_survives(pause, how):
     assert small.status == "ok" and small.value == 2
 
 
+def test_the_parent_does_its_own_work_while_the_child_runs():
+    """``meanwhile`` runs in the parent while it waits on the child (the controller records
+    finished trials while the shared preprocessing runs), and once more after it started."""
+    calls = []
+    outcome = run_isolated(lambda: time.sleep(0.6) or "done", deadline=time.monotonic() + 30,
+                           mem_cap_mb=None, meanwhile=lambda: calls.append(time.monotonic()))
+    assert outcome.status == "ok" and outcome.value == "done"
+    assert len(calls) >= 3  # at every poll (0.1 s) of a child that took 0.6 s
+
+
 def test_memory_cap_is_not_fooled_by_the_parents_file_pages(tmp_path):
     """A parent with many library pages resident (CI's pytest after torch and friends): fork
     leaves file-backed pages out of the child's RSS, so RSS against the parent's undercounted

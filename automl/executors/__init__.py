@@ -60,8 +60,11 @@ class Executor(Protocol):
     def start(self, problem: Problem) -> None:
         """Make the problem available where trials run (once per run)."""
 
-    def share_preprocessing(self, styles: Sequence[str], seed: int, limit_s: float) -> None:
-        """Fit the shared preprocessing once, where trials run, and keep it for them."""
+    def share_preprocessing(self, styles: Sequence[str], seed: int, limit_s: float,
+                            meanwhile: Callable[[], None] | None = None) -> None:
+        """Fit the shared preprocessing once, where trials run, and keep it for them;
+        ``meanwhile`` (the driver's own work: telling finished trials) may be called while
+        it runs, and is called once more by the caller after."""
 
     def free_slots(self) -> int:
         """How many more evaluations may be submitted now."""

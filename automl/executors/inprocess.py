@@ -38,7 +38,8 @@ class InProcessExecutor:
     def start(self, problem: Problem) -> None:
         self.problem = problem
 
-    def share_preprocessing(self, styles: Sequence[str], seed: int, limit_s: float) -> None:
+    def share_preprocessing(self, styles: Sequence[str], seed: int, limit_s: float,
+                            meanwhile: Callable[[], None] | None = None) -> None:
         assert self.problem is not None
         try:
             self.problem.pre_cache = preprocess_folds(self.problem, styles, seed)

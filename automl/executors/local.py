@@ -58,11 +58,13 @@ class LocalExecutor:
     def start(self, problem: Problem) -> None:
         self.problem = problem
 
-    def share_preprocessing(self, styles: Sequence[str], seed: int, limit_s: float) -> None:
+    def share_preprocessing(self, styles: Sequence[str], seed: int, limit_s: float,
+                            meanwhile: Callable[[], None] | None = None) -> None:
         problem = self.problem
         assert problem is not None
         outcome = run_isolated(lambda: preprocess_folds(problem, styles, seed),
-                               deadline=time.monotonic() + limit_s, mem_cap_mb=self._cap(1))
+                               deadline=time.monotonic() + limit_s, mem_cap_mb=self._cap(1),
+                               meanwhile=meanwhile)
         if outcome.status == "ok":
             problem.pre_cache = outcome.value
 

@@ -294,13 +294,18 @@ class RayExecutor:
             self._env = {}
 
     # -- the shared preprocessing stays in the object store ----------------------------------------
-    def share_preprocessing(self, styles: Sequence[str], seed: int, limit_s: float) -> None:
+    def share_preprocessing(self, styles: Sequence[str], seed: int, limit_s: float,
+                            meanwhile: Callable[[], None] | None = None) -> None:
         ray = self.ray
         fn = ray.remote(max_retries=0, num_returns=2, num_cpus=self.cpus)(_preprocess_task)
         status_ref, cache_ref = fn.remote(self.refs, list(styles), seed, limit_s, self.custom,
                                           self.config.memory_limit_mb)
+        until = time.monotonic() + limit_s + DRIVER_GRACE_S
         try:
-            status = ray.get(status_ref, timeout=limit_s + DRIVER_GRACE_S)
+            while meanwhile is not None and time.monotonic() < until and \
+                    not ray.wait([status_ref], timeout=POLL_S)[0]:
+                meanwhile()
+            status = ray.get(status_ref, timeout=max(0.0, until - time.monotonic()))
         except Exception as exc:  # noqa: BLE001 - trials then preprocess on their own
             ray.cancel(status_ref, force=True)
             log.debug("shared preprocessing failed on Ray: %s", exc)

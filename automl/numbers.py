@@ -73,9 +73,25 @@ def bare(text: pd.Series) -> pd.Series:
     return s.str.replace(r"^\((\d.*)\)$", r"-\1", regex=True)
 
 
+def row_sample(values: pd.Series, k: int) -> pd.Series:
+    """At most ``k`` of ``values``, in their order: the same rows for the same length
+    (seeded). numpy's sampler without replacement costs O(k); pandas' ``sample`` shuffles
+    every row (0.08 s a column of 2,000,000 rows).
+
+    Example:
+        >>> row_sample(pd.Series(range(10)), 3).tolist() == row_sample(pd.Series(range(10)), 3).tolist()
+        True
+        >>> len(row_sample(pd.Series(range(10)), 20))
+        10
+    """
+    if len(values) <= k:
+        return values
+    return values.iloc[np.sort(np.random.default_rng(0).choice(len(values), k, replace=False))]
+
+
 def has_units(text: pd.Series) -> bool:
     """Whether :func:`bare` changes any value beyond trimming (currency, %, minus signs)."""
-    sample = text.sample(DETECT_SAMPLE, random_state=0) if len(text) > DETECT_SAMPLE else text
+    sample = row_sample(text, DETECT_SAMPLE)
     trimmed = sample.astype("string").str.strip()
     return bool((bare(sample) != trimmed).fillna(False).any())
 
@@ -96,7 +112,7 @@ def detect(text: pd.Series) -> tuple[str, float, bool]:
     """
     if len(text) == 0:
         return PLAIN, 0.0, False
-    sample = text.sample(DETECT_SAMPLE, random_state=0) if len(text) > DETECT_SAMPLE else text
+    sample = row_sample(text, DETECT_SAMPLE)
     counts = sample.value_counts(dropna=True, sort=False)
     distinct = pd.Series(counts.index.to_numpy(dtype=object), dtype="string")
     n = counts.to_numpy(dtype=np.int64)

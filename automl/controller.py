@@ -198,14 +198,14 @@ class Controller:
         assert share is not None
         share(self._tell_finished)
         self.preprocessing_s = time.monotonic() - t0
+        if self.budget.time_budget:  # the time share of a trial, from what is left now
+            self.share_s = trial_share(max(0.0, self.budget.remaining()))
 
     def _tell_finished(self) -> None:
         """Record the trials that have finished, without waiting (called while the shared
         preprocessing runs: the probe's result is recorded when it comes)."""
         for number, outcome in self.executor.poll(0):
             self._tell(number, outcome)
-        if self.budget.time_budget:  # the time share of a trial, from what is left now
-            self.share_s = trial_share(max(0.0, self.budget.remaining()))
 
     def _spec(self, trial: optuna.Trial) -> TrialSpec | None:
         # (the trial's `worker` is recorded by the sampler when Optuna creates it: study.WorkerTagging)

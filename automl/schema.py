@@ -107,13 +107,18 @@ def _n_distinct(values: pd.Series) -> int:
     """How many distinct values (none missing). A long numeric column is counted on its
     sorted values: 2,000,000 distinct floats in 0.05 s, against 0.45 s hashed.
 
+    Integers are sorted as integers: as floats, ids beyond 2**53 would merge.
+
     Example:
         >>> _n_distinct(pd.Series([3.0, 1.0, 3.0, 7.5] * 50_000))
         3
+        >>> _n_distinct(pd.Series(10**18 + np.arange(200_000)))  # 64-bit ids stay apart
+        200000
     """
     if len(values) > 100_000 and pd.api.types.is_numeric_dtype(values.dtype) \
             and not pd.api.types.is_bool_dtype(values.dtype):
-        a = np.sort(values.to_numpy(dtype=float))
+        # the column's own numpy type (nullable Int64 too: nothing is missing here)
+        a = np.sort(values.to_numpy(dtype=getattr(values.dtype, "numpy_dtype", values.dtype)))
         return int(1 + np.count_nonzero(a[1:] != a[:-1]))
     return int(values.nunique())
 

@@ -104,21 +104,33 @@ def _sample(text: pd.Series, k: int = 5000) -> pd.Series:
 
 
 def _n_distinct(values: pd.Series) -> int:
-    """How many distinct values (none missing). A long numeric column is counted on its
-    sorted values: 2,000,000 distinct floats in 0.05 s, against 0.45 s hashed.
+    """How many distinct values (none missing). A long numeric column is counted without
+    hashing: whole numbers in a range not much wider than the column by counting each
+    value's occurrences (``np.bincount``: 2,000,000 in 0.01 s), other numbers on their
+    sorted values (0.05-0.17 s, against 0.45 s hashed).
 
-    Integers are sorted as integers: as floats, ids beyond 2**53 would merge.
+    Integers are counted as integers: as floats, ids beyond 2**53 would merge.
 
     Example:
         >>> _n_distinct(pd.Series([3.0, 1.0, 3.0, 7.5] * 50_000))
         3
+        >>> _n_distinct(pd.Series([3.0, 1.0, 3.0, -7.0] * 50_000))
+        3
         >>> _n_distinct(pd.Series(10**18 + np.arange(200_000)))  # 64-bit ids stay apart
+        200000
+        >>> _n_distinct(pd.Series(np.arange(200_000) * 10**12))  # too wide to count: sorted
         200000
     """
     if len(values) > 100_000 and pd.api.types.is_numeric_dtype(values.dtype) \
             and not pd.api.types.is_bool_dtype(values.dtype):
         # the column's own numpy type (nullable Int64 too: nothing is missing here)
-        a = np.sort(values.to_numpy(dtype=getattr(values.dtype, "numpy_dtype", values.dtype)))
+        a = values.to_numpy(dtype=getattr(values.dtype, "numpy_dtype", values.dtype))
+        lo, hi = a.min(), a.max()
+        if a.dtype.kind == "f" and np.isfinite(hi - lo) and np.array_equal(a, np.floor(a)):
+            lo, hi = int(lo), int(hi)
+        if not isinstance(lo, float) and int(hi) - int(lo) < len(a):
+            return int(np.count_nonzero(np.bincount((a - lo).astype(np.intp))))
+        a = np.sort(a)
         return int(1 + np.count_nonzero(a[1:] != a[:-1]))
     return int(values.nunique())
 
@@ -271,12 +283,12 @@ def clean_frame(X: pd.DataFrame, schema: FeatureSchema, *, check: bool = False) 
     """
     numbers_as_numbers = [c.name for c in schema.columns if c.kind == "numeric"
                           and pd.api.types.is_numeric_dtype(X.dtypes[c.name])]
-    block = X[numbers_as_numbers].to_numpy(dtype=float, na_value=np.nan)  # at once: wide frames
-    block = np.where(np.isfinite(block), np.clip(block, -HUGE, HUGE), np.nan)
-    out: dict[str, pd.Series] = dict(pd.DataFrame(block, index=X.index, columns=numbers_as_numbers).items())
+    numeric = pd.DataFrame(_float_block(X, numbers_as_numbers), index=X.index,
+                           columns=numbers_as_numbers, copy=False)
+    out: dict[str, pd.Series] = {}
     unreadable: list[tuple[ColumnInfo, pd.Series, int]] = []
     for col in schema.columns:
-        if col.kind not in USED_KINDS or col.name in out:
+        if col.kind not in USED_KINDS or col.name in numeric.columns:
             continue
         s = X[col.name]
         if col.kind == "numeric":
@@ -299,7 +311,25 @@ def clean_frame(X: pd.DataFrame, schema: FeatureSchema, *, check: bool = False) 
                 unreadable.append((col, s[bad], int(present.sum())))
     if unreadable:
         _report_unreadable(unreadable)
-    return pd.DataFrame({name: out[name] for name in schema.used}, index=X.index)
+    # the numbers stay in the one block they were written to (a 2,000,000-row table copied
+    # it twice more: 1.5 s); the frame only orders the columns
+    others = pd.DataFrame(out, index=X.index)  # one block per dtype
+    return pd.concat([numeric, others], axis=1)[list(schema.used)]
+
+
+def _float_block(X: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """The numeric columns ``names`` of ``X`` as one float array, column by column (Fortran
+    order: each column is one contiguous write), with infinities missing and magnitudes
+    clipped at :data:`HUGE`; in place, without the temporaries of ``np.where``/``np.clip``."""
+    block = np.empty((len(X), len(names)), dtype=float, order="F")
+    for j, name in enumerate(names):
+        block[:, j] = X[name].to_numpy(dtype=float, na_value=np.nan)
+    inf = np.isinf(block)
+    if inf.any():
+        block[inf] = np.nan
+    np.minimum(block, HUGE, out=block)
+    np.maximum(block, -HUGE, out=block)
+    return block
 
 
 def _present(s: pd.Series) -> np.ndarray:

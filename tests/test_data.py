@@ -278,3 +278,35 @@ def test_currency_percent_and_accounting_negatives_are_numbers():
     clean = clean_frame(df, schema)
     assert clean["price"].tolist()[:4] == [1200.5, 3.0, -4.25, -12.0]
     assert clean["rate"].tolist()[:4] == [12.0, 3.5, -1.0, 0.0]
+
+
+@pytest.mark.parametrize("make", [
+    lambda r: r.integers(0, 50, 300_000),                       # small range: counted by value
+    lambda r: r.integers(-10**6, 10**6, 300_000),               # negative, wider than the rows
+    lambda r: r.integers(0, 2**63 - 1, 300_000, dtype=np.int64),  # too wide: sorted
+    lambda r: r.integers(0, 1000, 300_000).astype(np.uint64),
+    lambda r: r.integers(-40, 40, 300_000).astype(float),       # whole numbers as floats
+    lambda r: np.round(r.normal(size=300_000), 2),              # fractions: sorted
+    lambda r: pd.array(r.integers(0, 9, 300_000), dtype="Int64"),
+    lambda r: np.array([1e300, -1e300] * 150_000),              # whole, but no range to count
+])
+def test_distinct_count_of_long_numeric_columns_is_exact(make):
+    from automl.schema import _n_distinct
+
+    values = pd.Series(make(np.random.default_rng(0)))
+    assert _n_distinct(values) == values.nunique()
+
+
+def test_clean_frame_keeps_numbers_in_one_block_and_the_columns_in_order():
+    """Numbers are written once into one float block (no copies of a large table), in
+    place: infinities missing, magnitudes clipped; the frame keeps the schema's order."""
+    frame = pd.DataFrame({"a": [1, 2, 3, 4] * 30, "c": ["x", " y", "x", None] * 30,
+                          "b": [1.5, np.inf, -1e40, np.nan] * 30, "d": [0, 5, 7, 9] * 30})
+    schema = infer_schema(frame)
+    out = clean_frame(frame, schema)
+    assert list(out.columns) == list(schema.used)
+    assert out["b"].tolist()[:4][0] == 1.5 and np.isnan(out["b"][1]) and out["b"][2] == -1e30
+    assert out["c"].tolist()[:4] == ["x", "y", "x", out["c"][3]] and pd.isna(out["c"][3])
+    assert [str(out[c].dtype) for c in "abd"] == ["float64"] * 3
+    floats = [b for b in out._mgr.blocks if b.dtype == float]
+    assert len(floats) == 1 and sorted(floats[0].mgr_locs.as_array) == [0, 2, 3]

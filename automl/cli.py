@@ -97,7 +97,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     # ensemble the trials of the run it continues
     config.extra["oof_dir"] = str(out / rundir.OOF_DIR)
     df, args.target = read_fit_input(args.data, args.target, args.image_columns, config.extra)
-    fingerprint = rundir.data_fingerprint(df)
+    # hashed beside the column inference; a resumed run checks it before anything else
+    fingerprint_of = rundir.fingerprint_in_background(df)
     if args.ignore_columns:
         unknown = [c for c in args.ignore_columns if c not in df.columns]
         if unknown:
@@ -109,11 +110,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     output = rundir.prepare_output(out, resume=args.resume, force=args.force,
                                    shared=args.storage is not None)
     try:
-        storage = _write_run_marker(args, out, fingerprint, backbone)
+        storage = _write_run_marker(args, out, fingerprint_of() if args.resume else None, backbone)
         progress = make_progress(getattr(args, "progress", "auto"), config, quiet=args.quiet,
                                  start=start)
         try:
             problem = engine.prepare_problem(X, target, config)
+            if not args.resume:  # before the first fork (a thread at a fork is unsafe)
+                _record_fingerprint(out, fingerprint_of())
             # the read table and its raw features are not needed any more: freed before the
             # trial processes fork, which would each keep them mapped (issue 12: memory)
             del df, X, target
@@ -151,9 +154,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_run_marker(args: argparse.Namespace, out: Path, fingerprint: dict[str, Any], backbone: str) -> str:
+def _write_run_marker(args: argparse.Namespace, out: Path, fingerprint: dict[str, Any] | None,
+                      backbone: str) -> str:
     """Check a resumed run's data and text backbone against its marker, then write the
-    marker (``run.json``) for this run; return the study's storage URL."""
+    marker (``run.json``) for this run; return the study's storage URL. A new run's
+    ``fingerprint`` (None) is added by :func:`_record_fingerprint` once known."""
     from automl import rundir
     from automl.persistence import atomic_write_text
 
@@ -178,6 +183,16 @@ def _write_run_marker(args: argparse.Namespace, out: Path, fingerprint: dict[str
                      "automl": __version__, "pid": os.getpid()})
     atomic_write_text(out / RUN_FILE, json.dumps(run_info, indent=2))
     return storage
+
+
+def _record_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Add the data's fingerprint to the run marker (a later ``--resume`` checks it)."""
+    from automl import rundir
+    from automl.persistence import atomic_write_text
+
+    run_info = rundir.read_json(out / RUN_FILE) or {}
+    run_info["data_fingerprint"] = fingerprint
+    atomic_write_text(out / RUN_FILE, json.dumps(run_info, indent=2))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ prepared data copy-on-write and starts in milliseconds.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -257,6 +258,21 @@ def _private_bytes(proc: psutil.Process) -> int:
         return proc.memory_info().rss
 
 
+@contextmanager
+def _gc_frozen() -> Iterator[None]:
+    """Fork with every object of this process in the collector's permanent generation, so
+    that the child's full collections never walk them. A walk writes to each object's
+    header, and copy-on-write then gives the child its own copy of each page of the heap
+    it inherited and leaves this process's copy unshared: about 40 MB more in all, from a
+    trial child's one full collection (issue 12: memory). This process collects them again
+    once the child has started."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 class IsolatedChild:
     """One job in a forked child, watched without blocking: :meth:`poll` answers the child's
     questions, enforces the deadline and the memory cap, and returns the outcome once known.
@@ -290,7 +306,7 @@ class IsolatedChild:
         self._base = _private_bytes(psutil.Process())
         self.peak_mb = 0.0
         try:
-            with signals_held():
+            with signals_held(), _gc_frozen():
                 self.proc.start()
         except BaseException:
             scratch.remove(self.tmp_dir)

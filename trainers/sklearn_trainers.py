@@ -44,7 +44,11 @@ FOREST_FIRST = 8
 # 1.8 MB each on 16,000 regression rows): a 300-tree forest took 540 MB, copied again when
 # pickled for the driver, while trees past the first few dozen add little. A forest stops
 # adding trees at this size; its pace and its size are both known after the first stage.
-FOREST_MAX_MB = 64
+# The trial's process holds about 1.5 times this (the allocator's slack) on top of its
+# base of about 30 MB: at 64 MB a forest trial was the run's peak on most small tables
+# (cps_wage: 140 MB for the trial, 2.0 times FLAML's whole run); at 16 MB, 80 to 150 trees
+# on a few thousand rows, some 25 on 22,000 regression rows (issue 12: memory).
+FOREST_MAX_MB = 16
 _HGB = "sklearn.ensemble._hist_gradient_boosting."
 
 

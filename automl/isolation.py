@@ -265,7 +265,11 @@ def _gc_frozen() -> Iterator[None]:
     header, and copy-on-write then gives the child its own copy of each page of the heap
     it inherited and leaves this process's copy unshared: about 40 MB more in all, from a
     trial child's one full collection (issue 12: memory). This process collects them again
-    once the child has started."""
+    once the child has started. A process that froze objects itself (a pre-forking server
+    running the Python API) is left as it is."""
+    if gc.get_freeze_count():
+        yield
+        return
     gc.freeze()
     try:
         yield

@@ -246,3 +246,17 @@ def test_a_trial_childs_full_collection_leaves_the_parents_heap_shared():
     assert outcome.status == "ok", outcome.reason
     assert outcome.value < 8, f"the child's collection copied {outcome.value:.1f} MB"
     assert len(heap) == 300_000 and gc.isenabled()
+
+
+def test_a_process_that_froze_objects_itself_keeps_them_frozen():
+    import gc
+
+    from automl import isolation
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        outcome = isolation.run_isolated(lambda: 1, deadline=time.monotonic() + 60, mem_cap_mb=None)
+        assert outcome.status == "ok" and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

@@ -26,10 +26,10 @@ from automl.early_probe import EarlyProbe
 from automl.executors import Executor, Outcome
 from automl.fidelity import (
     GROW_FRACTION,
-    PROBE_ROWS,
     RowSample,
     final_member_estimate,
     is_probe,
+    probe_rows,
     refit_reserve,
     reserve_floor,
     trial_share,
@@ -226,7 +226,7 @@ class Controller:
             max_rows = self.rows.for_learner(learner, min(max(self.share_s, GROW_FRACTION * remaining),
                                                           soft))
         if is_probe(trial):  # one fold (or the holdout) on a sample, cut short
-            max_rows, fold_s = PROBE_ROWS, 0.0
+            max_rows, fold_s = probe_rows(self.problem.info.n_features), 0.0
         if self.row_limit is not None and self.row_limit < self.problem.splits.n_train_rows:
             max_rows = min(max_rows or self.row_limit, self.row_limit)
         threshold = None

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from automl.fidelity import PROBE_ROWS
+from automl.fidelity import probe_rows
 from automl.objective import TrialSpec
 from automl.registry import get_trainer, trainer_class
 
@@ -99,7 +99,8 @@ def start(problem: Problem, config: SearchConfig, executor: Executor, budget: Bu
         number=FIRST_TRIAL, learner=learner, params=params, seed=config.seed,
         n_threads=config.threads_per_trial(len(problem.y), problem.info.n_features),
         soft_s=soft, limit_s=hard, accelerator=getattr(executor, "accelerator", "cpu"),
-        keep_folds=keep_folds, max_train_rows=PROBE_ROWS, fold_s=0.0, model_dir=model_dir,
+        keep_folds=keep_folds, max_train_rows=probe_rows(problem.info.n_features), fold_s=0.0,
+        model_dir=model_dir,
         prunable=False)
     hooks = PendingHooks()
     started = time.perf_counter()

@@ -22,8 +22,9 @@ trials must not be able to spend the budget on folds:
   so every trial is scored on the same rows; the final model is refitted on all rows (or,
   when that does not fit the budget, is the trial's own model).
 - **A probe first, on every table** (with a time budget). The search starts with the first
-  learner's default on at most ``PROBE_ROWS`` training rows (FLAML's first sample), one
-  fold, that stops adding rounds after ``PROBE_SHARE`` of the budget: a model, a score and
+  learner's default on at most ``PROBE_ROWS`` training rows (FLAML's first sample; fewer on
+  wide tables, :func:`probe_rows`), one fold, that stops adding rounds after
+  ``PROBE_SHARE`` of the budget: a model, a score and
   the progress line within seconds, where the default under cross-validation can take most
   of a short budget (100,000 rows at 60 s: its first trial finished at 22.5 s; 10,000
   flights rows: 12.7 s, LightGBM's default going on for 1,900-3,000 rounds a fold). At 2%
@@ -50,8 +51,22 @@ MIN_ROWS = 1_000
 GROWTH = 4  # a learner's sample grows at most this much a trial
 FIT_FRACTION = 0.7  # a fold's fit is sized to this part of its time (the rest: predict, score)
 PROBE_ROWS = 10_000
+# ... and at most this many cells (rows x features): on wide tables the probe's cost is
+# binning and encoding every column of every row (5,000 columns: LightGBM's default took
+# 5.2 s on 4,000 rows, 2.7 s of it building its dataset), so it gets fewer rows
+PROBE_CELLS = 2_000_000
 PROBE_SHARE = 0.02  # of the time budget (at least 1 s): the probe's training stops there
 PROBE = "probe"  # a probe trial's user attribute ``queued``
+
+
+def probe_rows(n_features: int) -> int:
+    """The most training rows the probe uses: :data:`PROBE_ROWS`, fewer on wide tables.
+
+    Example:
+        >>> probe_rows(20), probe_rows(1_000), probe_rows(5_000)
+        (10000, 2000, 1000)
+    """
+    return max(MIN_ROWS, min(PROBE_ROWS, PROBE_CELLS // max(1, n_features)))
 
 
 def is_probe(trial: Any) -> bool:

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from optuna.trial import TrialState, create_trial
 
@@ -441,3 +442,35 @@ def test_an_ensemble_that_lost_a_member_reports_its_kept_members_blend(tmp_path)
     assert score < min(t.value for t in trials)  # opposite errors partly cancel
     # without their out-of-fold predictions: the best kept member's own value
     assert kept_blend_score(problem, None, kept, trials) == min(trials[0].value, trials[1].value)
+
+
+def test_a_wide_tables_probe_trains_on_fewer_rows():
+    """The probe's cost is every column of every row it bins and encodes: on 1,000 columns it
+    gets 2,000 rows (5,000 columns: LightGBM's default took 5.2 s on 4,000 rows), the early
+    probe and the controller alike; the default after it trains on all rows."""
+    from automl.controller import Budget, Controller
+    from automl.early_probe import start
+    from automl.opening import enqueue_defaults
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(3_000, 1_000)), columns=[f"f{i}" for i in range(1_000)])
+    y = pd.Series(X["f0"].to_numpy() + rng.normal(size=3_000), name="y")
+    X, t = prepare_target(X.assign(y=y), "y")
+    config = SearchConfig(time_budget=60, include=["lightgbm"]).validate()
+    problem = prepare_problem(X, t, config)
+    study = optuna.create_study()
+    enqueue_defaults(study, problem, probe=True)
+    budget = Budget(start=time.monotonic(), time_budget=60, n_trials=None)
+    controller = Controller(study, problem, config, executor=None, budget=budget)
+    probe, default = controller._spec(study.ask()), controller._spec(study.ask())
+    assert probe.max_train_rows == 2_000 and default.max_train_rows is None
+
+    class Submitted:
+        accelerator = "cpu"
+
+        def submit(self, spec, hooks):
+            self.spec = spec
+
+    executor = Submitted()
+    start(problem, config, executor, budget, keep_folds=False, model_dir=None)
+    assert executor.spec.max_train_rows == 2_000

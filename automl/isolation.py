@@ -179,8 +179,10 @@ def ask_parent(message: Any) -> Any:
 
 def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
                 parent_pid: int | None = None, env: dict[str, str] | None = None) -> None:
-    global _CHANNEL
+    global _CHANNEL, _OWN_FREEZE
     _CHANNEL = conn
+    _FROZEN_FOR.clear()  # the parent's children; what this process inherited stays frozen
+    _OWN_FREEZE = False
     os.environ.update(env or {})
     tempfile.tempdir = None  # read TMPDIR again (the parent's choice was inherited)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
@@ -258,23 +260,38 @@ def _private_bytes(proc: psutil.Process) -> int:
         return proc.memory_info().rss
 
 
-@contextmanager
-def _gc_frozen() -> Iterator[None]:
-    """Fork with every object of this process in the collector's permanent generation, so
-    that the child's full collections never walk them. A walk writes to each object's
-    header, and copy-on-write then gives the child its own copy of each page of the heap
-    it inherited and leaves this process's copy unshared: about 40 MB more in all, from a
-    trial child's one full collection (issue 12: memory). This process collects them again
-    once the child has started. A process that froze objects itself (a pre-forking server
-    running the Python API) is left as it is."""
-    if gc.get_freeze_count():
-        yield
-        return
+# Trial children forked while this process's objects were frozen by _freeze_for_fork, and
+# whether that freeze is ours (not the freeze of a process that froze objects itself)
+_FROZEN_FOR: set[int] = set()
+_OWN_FREEZE = False
+
+
+def _freeze_for_fork() -> bool:
+    """Put every object of this process in the collector's permanent generation before a
+    fork, where they stay while any child forked so lives. A full collection walks the
+    objects it may collect and writes to each one's header; copy-on-write then copies
+    every page of the heap the parent and child share, and the copy stays (about 40-50 MB
+    with the driver's imports, issue 12: memory). Frozen, they are walked by neither the
+    child's collections nor this process's (digits at 60 s: the driver's one full
+    collection during a 20 s LightGBM trial unshared 50 MB). Frozen objects that become
+    garbage are collected after the last child ends. A process that froze objects itself
+    (a pre-forking server running the Python API) is left as it is: False."""
+    global _OWN_FREEZE
+    if gc.get_freeze_count() and not _OWN_FREEZE:
+        return False
     gc.freeze()
-    try:
-        yield
-    finally:
+    _OWN_FREEZE = True
+    return True
+
+
+def _thaw_after(pid: int | None) -> None:
+    """Child ``pid`` has ended: the frozen objects are collectable again once no child
+    forked under the freeze lives."""
+    global _OWN_FREEZE
+    _FROZEN_FOR.discard(pid or 0)
+    if not _FROZEN_FOR and _OWN_FREEZE:
         gc.unfreeze()
+        _OWN_FREEZE = False
 
 
 class IsolatedChild:
@@ -310,9 +327,13 @@ class IsolatedChild:
         self._base = _private_bytes(psutil.Process())
         self.peak_mb = 0.0
         try:
-            with signals_held(), _gc_frozen():
+            frozen = _freeze_for_fork()
+            with signals_held():
                 self.proc.start()
+            if frozen:
+                _FROZEN_FOR.add(self.pid)
         except BaseException:
+            _thaw_after(self.proc.pid)
             scratch.remove(self.tmp_dir)
             raise
         finally:
@@ -379,6 +400,7 @@ class IsolatedChild:
         return ChildOutcome("failed", value=tb, reason=reason)
 
     def kill(self) -> None:
+        _thaw_after(self.proc.pid)
         _kill(self.proc)
         self.conn.close()
         scratch.remove(self.tmp_dir)

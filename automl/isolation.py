@@ -260,22 +260,17 @@ def _private_bytes(proc: psutil.Process) -> int:
         return proc.memory_info().rss
 
 
-# Trial children forked while this process's objects were frozen by _freeze_for_fork, and
-# whether that freeze is ours (not the freeze of a process that froze objects itself)
-_FROZEN_FOR: set[int] = set()
-_OWN_FREEZE = False
+_FROZEN_FOR: set[int] = set()  # children forked under our freeze (see _freeze_for_fork)
+_OWN_FREEZE = False  # the freeze is ours, not that of a process that froze objects itself
 
 
 def _freeze_for_fork() -> bool:
     """Put every object of this process in the collector's permanent generation before a
-    fork, where they stay while any child forked so lives. A full collection walks the
-    objects it may collect and writes to each one's header; copy-on-write then copies
-    every page of the heap the parent and child share, and the copy stays (about 40-50 MB
-    with the driver's imports, issue 12: memory). Frozen, they are walked by neither the
-    child's collections nor this process's (digits at 60 s: the driver's one full
-    collection during a 20 s LightGBM trial unshared 50 MB). Frozen objects that become
-    garbage are collected after the last child ends. A process that froze objects itself
-    (a pre-forking server running the Python API) is left as it is: False."""
+    fork, there while any child forked so lives: a full collection writes to the header of
+    each object it walks, and copy-on-write then unshares every page of the heap (40-50 MB
+    with the driver's imports; digits at 60 s: the driver's one full collection during a
+    20 s trial). Frozen garbage is collected after the last child ends. A process that
+    froze objects itself (a pre-forking server running the Python API): False, as is."""
     global _OWN_FREEZE
     if gc.get_freeze_count() and not _OWN_FREEZE:
         return False
@@ -285,8 +280,7 @@ def _freeze_for_fork() -> bool:
 
 
 def _thaw_after(pid: int | None) -> None:
-    """Child ``pid`` has ended: the frozen objects are collectable again once no child
-    forked under the freeze lives."""
+    """Child ``pid`` has ended: unfreeze once no child forked under the freeze lives."""
     global _OWN_FREEZE
     _FROZEN_FOR.discard(pid or 0)
     if not _FROZEN_FOR and _OWN_FREEZE:

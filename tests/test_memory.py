@@ -257,7 +257,10 @@ def test_a_process_that_froze_objects_itself_keeps_them_frozen():
     try:
         frozen = gc.get_freeze_count()
         outcome = isolation.run_isolated(lambda: 1, deadline=time.monotonic() + 60, mem_cap_mb=None)
-        assert outcome.status == "ok" and gc.get_freeze_count() == frozen
+        # still frozen (unfreezing empties the permanent generation; a few frozen objects
+        # may have been freed meanwhile)
+        assert outcome.status == "ok" and gc.get_freeze_count() > frozen // 2
+        assert not isolation._OWN_FREEZE and not isolation._FROZEN_FOR
     finally:
         gc.unfreeze()
 

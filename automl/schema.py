@@ -293,9 +293,8 @@ def clean_frame(X: pd.DataFrame, schema: FeatureSchema, *, check: bool = False) 
         s = X[col.name]
         if col.kind == "numeric":
             v = _to_number(s, col)
-            a = v.to_numpy(dtype=float)  # numpy, not pandas: wide frames pay per operation
-            out[col.name] = pd.Series(np.where(np.isfinite(a), np.clip(a, -HUGE, HUGE), np.nan),
-                                      index=X.index, name=col.name)
+            a = v.to_numpy(dtype=float, copy=True)  # numpy: wide frames pay per operation
+            out[col.name] = pd.Series(_finite_clipped(a), index=X.index, name=col.name)
         elif col.kind == "boolean":
             v = out[col.name] = _to_bool(s)
         elif col.kind == "datetime":
@@ -324,12 +323,18 @@ def _float_block(X: pd.DataFrame, names: list[str]) -> np.ndarray:
     block = np.empty((len(X), len(names)), dtype=float, order="F")
     for j, name in enumerate(names):
         block[:, j] = X[name].to_numpy(dtype=float, na_value=np.nan)
-    inf = np.isinf(block)
+    return _finite_clipped(block)
+
+
+def _finite_clipped(a: np.ndarray) -> np.ndarray:
+    """``a`` (a float array of its own) with infinities missing and magnitudes clipped at
+    :data:`HUGE`, in place."""
+    inf = np.isinf(a)
     if inf.any():
-        block[inf] = np.nan
-    np.minimum(block, HUGE, out=block)
-    np.maximum(block, -HUGE, out=block)
-    return block
+        a[inf] = np.nan
+    np.minimum(a, HUGE, out=a)
+    np.maximum(a, -HUGE, out=a)
+    return a
 
 
 def _present(s: pd.Series) -> np.ndarray:

@@ -9,7 +9,6 @@ prepared data copy-on-write and starts in milliseconds.
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 import multiprocessing as mp
 import os
@@ -26,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from automl import interrupts, scratch
+from automl import gc_freeze, interrupts, scratch
 
 log = logging.getLogger("automl")
 
@@ -179,10 +178,9 @@ def ask_parent(message: Any) -> Any:
 
 def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
                 parent_pid: int | None = None, env: dict[str, str] | None = None) -> None:
-    global _CHANNEL, _OWN_FREEZE
+    global _CHANNEL
     _CHANNEL = conn
-    _FROZEN_FOR.clear()  # the parent's children; what this process inherited stays frozen
-    _OWN_FREEZE = False
+    gc_freeze.forget_parents_children()  # what this process inherited stays frozen
     os.environ.update(env or {})
     tempfile.tempdir = None  # read TMPDIR again (the parent's choice was inherited)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
@@ -260,34 +258,6 @@ def _private_bytes(proc: psutil.Process) -> int:
         return proc.memory_info().rss
 
 
-_FROZEN_FOR: set[int] = set()  # children forked under our freeze (see _freeze_for_fork)
-_OWN_FREEZE = False  # the freeze is ours, not that of a process that froze objects itself
-
-
-def _freeze_for_fork() -> bool:
-    """Put every object of this process in the collector's permanent generation before a
-    fork, there while any child forked so lives: a full collection writes to the header of
-    each object it walks, and copy-on-write then unshares every page of the heap (40-50 MB
-    with the driver's imports; digits at 60 s: the driver's one full collection during a
-    20 s trial). Frozen garbage is collected after the last child ends. A process that
-    froze objects itself (a pre-forking server running the Python API): False, as is."""
-    global _OWN_FREEZE
-    if gc.get_freeze_count() and not _OWN_FREEZE:
-        return False
-    gc.freeze()
-    _OWN_FREEZE = True
-    return True
-
-
-def _thaw_after(pid: int | None) -> None:
-    """Child ``pid`` has ended: unfreeze once no child forked under the freeze lives."""
-    global _OWN_FREEZE
-    _FROZEN_FOR.discard(pid or 0)
-    if not _FROZEN_FOR and _OWN_FREEZE:
-        gc.unfreeze()
-        _OWN_FREEZE = False
-
-
 class IsolatedChild:
     """One job in a forked child, watched without blocking: :meth:`poll` answers the child's
     questions, enforces the deadline and the memory cap, and returns the outcome once known.
@@ -321,13 +291,13 @@ class IsolatedChild:
         self._base = _private_bytes(psutil.Process())
         self.peak_mb = 0.0
         try:
-            frozen = _freeze_for_fork()
+            frozen = gc_freeze.freeze_for_fork()
             with signals_held():
                 self.proc.start()
             if frozen:
-                _FROZEN_FOR.add(self.pid)
+                gc_freeze.forked(self.pid)
         except BaseException:
-            _thaw_after(self.proc.pid)
+            gc_freeze.thaw_after(self.proc.pid)
             scratch.remove(self.tmp_dir)
             raise
         finally:
@@ -394,7 +364,7 @@ class IsolatedChild:
         return ChildOutcome("failed", value=tb, reason=reason)
 
     def kill(self) -> None:
-        _thaw_after(self.proc.pid)
+        gc_freeze.thaw_after(self.proc.pid)
         _kill(self.proc)
         self.conn.close()
         scratch.remove(self.tmp_dir)

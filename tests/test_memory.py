@@ -251,7 +251,7 @@ def test_a_trial_childs_full_collection_leaves_the_parents_heap_shared():
 def test_a_process_that_froze_objects_itself_keeps_them_frozen():
     import gc
 
-    from automl import isolation
+    from automl import gc_freeze, isolation
 
     gc.freeze()
     try:
@@ -260,7 +260,7 @@ def test_a_process_that_froze_objects_itself_keeps_them_frozen():
         # still frozen (unfreezing empties the permanent generation; a few frozen objects
         # may have been freed meanwhile)
         assert outcome.status == "ok" and gc.get_freeze_count() > frozen // 2
-        assert not isolation._OWN_FREEZE and not isolation._FROZEN_FOR
+        assert not gc_freeze._OWN_FREEZE and not gc_freeze._FROZEN_FOR
     finally:
         gc.unfreeze()
 

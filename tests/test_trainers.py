@@ -143,6 +143,32 @@ def test_lightgbm_keeps_back_the_time_finishing_its_model_takes(problem, monkeyp
     assert fitted.n_iterations == 1 and time.monotonic() - t0 < 10
 
 
+def test_lightgbm_stops_adding_rounds_where_its_trees_would_hold_too_many_leaves(problem, monkeypatch):
+    """A boosted model holds its trees' leaves (about 150 bytes each): rounds stop at
+    MAX_MODEL_LEAVES, counted over every class's tree (digits' 10 classes at 3,000 rounds
+    made a 300 MB trial), in a trial and in a refit alike."""
+    from trainers import lightgbm_trainer
+
+    assert lightgbm_trainer.max_rounds_for(31, 1) == lightgbm_trainer.MAX_ROUNDS
+    assert lightgbm_trainer.max_rounds_for(31, 10) == lightgbm_trainer.MAX_MODEL_LEAVES // 310
+    assert lightgbm_trainer.max_rounds_for(512, 50) == lightgbm_trainer.MIN_ROUNDS
+    trainer = get_trainer("lightgbm")
+    tr, va = problem.splits.folds[0]
+    params = {**trainer.default(problem.info), "learning_rate": 0.01, "num_leaves": 8,
+              "min_child_samples": 2}
+    per_round = problem.info.n_classes if problem.info.task is Task.MULTICLASS else 1
+    monkeypatch.setattr(lightgbm_trainer, "MIN_ROUNDS", 5)
+    monkeypatch.setattr(lightgbm_trainer, "MAX_MODEL_LEAVES", 8 * per_round * 40)
+    data = FitData(problem.X.iloc[tr], problem.y[tr], problem.X.iloc[va], problem.y[va],
+                   problem.info, problem.metric, seed=0, n_threads=1)
+    fitted = trainer.fit(params, data, NullReporter())
+    assert fitted.n_iterations <= 40 and fitted.estimator[-1].booster_.num_trees() <= 40 * per_round
+    refit = FitData(problem.X, problem.y, None, None, problem.info, problem.metric, seed=0,
+                    n_threads=1, n_iterations=500)
+    booster = trainer.fit(params, refit, NullReporter()).estimator[-1].booster_
+    assert booster.num_trees() == 40 * per_round
+
+
 def test_lightgbm_models_pickle_as_lightgbm_writes_them(problem):
     """A trial's kept LightGBM model is pickled as the text LightGBM writes itself (one copy
     in memory, not four), and reads back to the same model: its predictions, its rounds

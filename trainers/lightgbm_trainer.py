@@ -28,6 +28,12 @@ from search_spaces import lightgbm as lgb_space
 REPORT_EVERY = 10
 MAX_ROUNDS = 3000
 EARLY_STOP = 50
+# A model holds about 150 bytes a leaf, and twice that while train() turns it into text and
+# back: 3,000 rounds of 31-leaf trees for 4 classes took a trial of 945 rows to 150 MB and
+# made the run's peak (fishing_mode), 10 classes to 300 MB (digits). Rounds stop where the
+# trees would hold more leaves than this (30 MB), as forests stop at FOREST_MAX_MB.
+MAX_MODEL_LEAVES = 200_000
+MIN_ROUNDS = 50
 # After its last round a model still costs time: LightGBM's train() turns it into text and
 # back (to free the training data), and the trial pickles it. About 3 us a leaf here (25,000
 # 31-leaf trees of digits' 10 classes: 1.7 s and 0.7 s); the deadline keeps that much back.
@@ -84,14 +90,15 @@ class LightGBMTrainer(Trainer):
             model = lgb.LGBMRegressor(**common)
         fit_kwargs: dict[str, Any] = {"categorical_feature": cats or "auto",
                                       "sample_weight": data.sample_weight}
+        max_rounds = max_rounds_for(params["num_leaves"], _trees_per_round(data))
         if data.X_valid is None:
-            model.set_params(n_estimators=max(1, int(data.n_iterations or 100)))
+            model.set_params(n_estimators=min(max_rounds, max(1, int(data.n_iterations or 100))))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model.fit(Xt, data.y_train, **fit_kwargs)
             return Fitted(Pipeline([("preprocess", pre), ("model", model)]))
 
-        model.set_params(n_estimators=MAX_ROUNDS)
+        model.set_params(n_estimators=max_rounds)
         eval_metric = None if native else _custom_eval(data)
         to_ours = native[1] if native else (lambda v: v)
         last: dict[str, Any] = {}
@@ -121,6 +128,14 @@ def _custom_eval(data: FitData):
                                                 y_pred, k), metric.greater_is_better
 
     return evaluate
+
+
+def max_rounds_for(num_leaves: int, trees_per_round: int) -> int:
+    """The most boosting rounds a model of ``num_leaves``-leaf trees may have (see
+    :data:`MAX_MODEL_LEAVES`), never fewer than :data:`MIN_ROUNDS` nor more than
+    :data:`MAX_ROUNDS`."""
+    fit = MAX_MODEL_LEAVES // max(1, int(num_leaves) * int(trees_per_round))
+    return min(MAX_ROUNDS, max(MIN_ROUNDS, fit))
 
 
 def _trees_per_round(data: FitData) -> int:

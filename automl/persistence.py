@@ -207,7 +207,43 @@ def skops_io() -> Any:
         import skops.io
     finally:
         sklearn.utils.all_estimators = real
+    _index_array_names()
     return skops.io
+
+
+class _NameIndexedZip:
+    """A zip being written whose ``namelist()`` is its index of names (a dict), not a new
+    list of every name: skops asks it whether each array it writes is there already."""
+
+    def __init__(self, zip_file: zipfile.ZipFile) -> None:
+        self._zip_file = zip_file
+
+    def namelist(self) -> Any:
+        return self._zip_file.NameToInfo
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._zip_file, name)
+
+
+def _index_array_names() -> None:
+    """Have skops check an array's name in the zip it writes by the zip's index of names.
+
+    skops writes every array as its own entry, first asking whether its name is in
+    ``zip_file.namelist()``, which lists every name written so far: quadratic in the
+    arrays. A 1,280-round HistGradientBoosting model of 4 classes (15,381 arrays) took
+    5.5 s to save so, at the end of a 60 s fit. The file written is the same."""
+    import numpy as np
+    from skops.io import _numpy, _utils
+
+    def indexed(handler: Any) -> Any:
+        def get_state(obj: Any, save_context: Any) -> Any:
+            if not isinstance(save_context.zip_file, _NameIndexedZip):  # (a frozen dataclass)
+                object.__setattr__(save_context, "zip_file", _NameIndexedZip(save_context.zip_file))
+            return handler(obj, save_context)
+        return get_state
+
+    for kind in (np.ndarray, np.generic):
+        _utils._get_state.register(kind)(indexed(_numpy.ndarray_get_state))
 
 
 def _jsonable(value: Any) -> Any:

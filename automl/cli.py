@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from automl import __version__, interrupts
+from automl import __version__, interrupts, lean_import
 from automl.cli_options import build_parser, csv_list, executor_options
 from automl.exceptions import AutoMLError, ConfigError, OutputExistsError, ResourceError
 from automl.rundir import RUN_FILE
@@ -303,6 +303,8 @@ def _main(argv: list[str] | None = None) -> int:
         # would read as a broken plugin or a missing extra; inside deferred() it is raised as
         # the interrupt it was once the imports are done (a second Ctrl-C still stops at once)
         with interrupts.deferred():
+            if args.command in ("fit", "predict"):  # before anything imports pandas
+                lean_import.import_pandas(without_pyarrow=lean_import.small_csv(args.data))
             _load_plugins()
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from automl import gc_freeze, interrupts, scratch
+from automl import child_messages, gc_freeze, interrupts, scratch
 
 log = logging.getLogger("automl")
 
@@ -210,11 +210,10 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
     sent = False
     try:
         status, value = result
-        value, blobs = _split_blobs(value)
-        conn.send_bytes(pickle.dumps((status, value), protocol=pickle.HIGHEST_PROTOCOL))
+        messages = child_messages.result_messages(status, value)
         sent = True
-        for blob in blobs:
-            conn.send_bytes(blob)
+        for message in messages:
+            conn.send_bytes(message)
     except Exception as exc:  # noqa: BLE001
         if not sent:  # after the result, the parent reads blobs: it sees the pipe close instead
             conn.send_bytes(pickle.dumps(("failed", (f"result could not be sent: {exc}", "")),
@@ -222,28 +221,6 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
     finally:
         conn.close()
         os._exit(0)
-
-
-BLOB_BYTES = 2**20  # a result's bytes values from this size travel as messages of their own
-
-
-@dataclass
-class _Blobs:
-    """A result dict whose large ``bytes`` values (pickled models) follow as raw messages:
-    inside the pickled result they would be copied once more on each side (the pickle,
-    then the bytes unpickled from it), and a forest's model is tens of MB."""
-
-    value: dict[str, Any]
-    keys: list[str]
-
-
-def _split_blobs(value: Any) -> tuple[Any, list[bytes]]:
-    if not isinstance(value, dict):
-        return value, []
-    keys = [k for k, v in value.items() if isinstance(v, bytes) and len(v) >= BLOB_BYTES]
-    if not keys:
-        return value, []
-    return _Blobs({k: v for k, v in value.items() if k not in keys}, keys), [value[k] for k in keys]
 
 
 def _private_bytes(proc: psutil.Process) -> int:
@@ -313,10 +290,7 @@ class IsolatedChild:
         try:
             if self.conn.poll(timeout):
                 try:
-                    status, payload = pickle.loads(self.conn.recv_bytes())
-                    if isinstance(payload, _Blobs):  # sent right after: read them now
-                        payload = {**payload.value,
-                                   **{key: self.conn.recv_bytes() for key in payload.keys}}
+                    status, payload = child_messages.receive(self.conn)
                 except EOFError:
                     status, payload = "crashed", None
                 if status == "ask":

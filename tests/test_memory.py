@@ -9,6 +9,7 @@ import time
 import warnings
 import weakref
 
+import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -73,13 +74,55 @@ def test_kept_models_wait_on_disk_not_in_the_drivers_memory(tmp_path):
 
 
 def test_a_childs_large_bytes_travel_beside_its_result_and_arrive_whole():
-    from automl.isolation import BLOB_BYTES, run_isolated
+    from automl.child_messages import BLOB_BYTES
+    from automl.isolation import run_isolated
 
     big, small = bytes(range(256)) * (3 * BLOB_BYTES // 256 + 7), b"x" * 10
     outcome = run_isolated(lambda: {"model": big, "note": small, "value": 0.5},
                            deadline=time.monotonic() + 60, mem_cap_mb=None)
     assert outcome.status == "ok"
     assert outcome.value == {"model": big, "note": small, "value": 0.5}
+
+
+def test_a_childs_large_arrays_travel_out_of_band_and_arrive_whole_and_writable(monkeypatch):
+    """The shared preprocessing of a large table is arrays of 100+ MB: they come as raw
+    messages read into one buffer each, not inside a pickle that both sides hold twice."""
+    import multiprocessing.connection as mpc
+
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from automl.child_messages import BLOB_BYTES
+    from automl.isolation import run_isolated
+
+    def arrays():
+        rng = np.random.default_rng(0)
+        n = 400_000
+        return {"C": rng.normal(size=(n, 4)), "F": np.asfortranarray(rng.normal(size=(n, 4))),
+                "strided": rng.normal(size=(10_000, 4))[:, ::2], "small": np.arange(3),
+                "frame": pd.DataFrame({"x": rng.normal(size=n), "s": rng.choice(["a", "bb"], n),
+                                       "c": pd.Categorical(rng.choice(list("xyz"), n))}),
+                "sparse": sp.random(n, 50, density=0.05, format="csr", random_state=0)}
+
+    sizes: list[int] = []
+    recv_bytes = mpc.Connection.recv_bytes
+
+    def counted(self, *args, **kwargs):
+        message = recv_bytes(self, *args, **kwargs)
+        sizes.append(len(message))
+        return message
+
+    monkeypatch.setattr(mpc.Connection, "recv_bytes", counted)
+    outcome = run_isolated(arrays, deadline=time.monotonic() + 60, mem_cap_mb=None)
+    assert outcome.status == "ok", outcome
+    got, want = outcome.value, arrays()
+    for key in ("C", "F", "strided", "small"):
+        assert np.array_equal(got[key], want[key]) and got[key].flags.writeable, key
+    assert got["F"].flags.f_contiguous
+    pd.testing.assert_frame_equal(got["frame"], want["frame"])
+    assert (got["sparse"] != want["sparse"]).nnz == 0 and got["sparse"].data.flags.writeable
+    # inside the pickle: only the parts under BLOB_BYTES (codes, string data, the strided copy)
+    assert max(sizes) < 2 * BLOB_BYTES, sizes  # 46.8 MB when the 3 to 13 MB arrays were in it
 
 
 class _TrackedLogistic(LogisticRegression):

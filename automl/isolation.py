@@ -215,7 +215,7 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
         for message in messages:
             conn.send_bytes(message)
     except Exception as exc:  # noqa: BLE001
-        if not sent:  # after the result, the parent reads blobs: it sees the pipe close instead
+        if not sent:  # once sending began, the parent is reading: it sees the pipe close instead
             conn.send_bytes(pickle.dumps(("failed", (f"result could not be sent: {exc}", "")),
                                          protocol=4))
     finally:

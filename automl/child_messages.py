@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import pickle
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,22 +39,16 @@ class _Arrays:
     sizes: list[int]
 
 
-def result_messages(status: str, value: Any) -> Iterator[bytes | memoryview]:
-    """The messages that carry ``(status, value)``, in order. The pickle is made before the
-    first is yielded, so a result that cannot be pickled raises before anything is sent."""
+def result_messages(status: str, value: Any) -> list[bytes | memoryview]:
+    """The messages that carry ``(status, value)``, in order: the sizes of the arrays that
+    follow (when any), the pickle, the arrays, the blobs. Made before any is sent, so a
+    result that cannot be pickled raises before the parent reads anything."""
     value, blobs = _split_blobs(value)
     arrays: list[memoryview] = []
     data = pickle.dumps((status, value), protocol=5,
                         buffer_callback=functools.partial(_out_of_band, arrays))
-    return _sequence(data, arrays, blobs)
-
-
-def _sequence(data: bytes, arrays: list[memoryview], blobs: list[bytes]) -> Iterator[bytes | memoryview]:
-    if arrays:
-        yield pickle.dumps(_Arrays([a.nbytes for a in arrays]), protocol=5)
-    yield data
-    yield from arrays
-    yield from blobs
+    header = [pickle.dumps(_Arrays([a.nbytes for a in arrays]), protocol=5)] if arrays else []
+    return [*header, data, *arrays, *blobs]
 
 
 def receive(conn: Any) -> tuple[str, Any]:

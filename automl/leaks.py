@@ -11,6 +11,7 @@ stays well under a second on 50 rows x 5,000 columns and on 300,000 rows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,14 @@ PURITY = 0.999  # share of rows a column's values sort into one class each
 CORRELATION = 0.999  # regression: |correlation| with the target
 
 
-def warn_leaks(X: pd.DataFrame, target: Target) -> None:
-    """Warn about each column of the cleaned frame ``X`` that alone determines the target.
+def warn_leaks(X: pd.DataFrame, target: Target,
+               clean: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+               n_unique: Mapping[str, int] | None = None) -> None:
+    """Warn about each column of the cleaned frame ``X`` that alone determines the target;
+    or of the raw frame ``X``, whose rows the check looks at are cleaned with ``clean``.
+    ``n_unique``: distinct values of columns over all rows (the schema's), at least; a
+    classification target's check does not count again those of a column with more than
+    it reports (on 5,000 x 5,000 sorting them all took 0.4 s).
 
     Example:
         >>> warn_leaks(X, target)  # doctest: +SKIP
@@ -36,10 +43,12 @@ def warn_leaks(X: pd.DataFrame, target: Target) -> None:
     if len(X) > LEAK_SAMPLE_ROWS:
         rows = np.sort(np.random.default_rng(0).choice(len(X), LEAK_SAMPLE_ROWS, replace=False))
         X, y = X.iloc[rows], y[rows]
+    if clean is not None:
+        X = clean(X)
     numeric = [c for c, dtype in X.dtypes.items() if pd.api.types.is_numeric_dtype(dtype)]
     if target.task.is_classification:
         n_classes = max(len(target.classes or []), int(y.max()) + 1)
-        for col in _pure_columns(X, y.astype(np.int64), n_classes, numeric):
+        for col in _pure_columns(X, y.astype(np.int64), n_classes, numeric, n_unique or {}):
             log.warning("column '%s' alone predicts the target almost perfectly: it may leak the "
                         "answer; drop it (--ignore-columns) if it is only known afterwards", col)
     else:
@@ -48,10 +57,12 @@ def warn_leaks(X: pd.DataFrame, target: Target) -> None:
                         "leak the answer; drop it if it is only known afterwards", col, corr)
 
 
-def _pure_columns(X: pd.DataFrame, y: np.ndarray, n_classes: int, numeric: list[str]) -> list[str]:
+def _pure_columns(X: pd.DataFrame, y: np.ndarray, n_classes: int, numeric: list[str],
+                  n_unique: Mapping[str, int]) -> list[str]:
     """Columns with few distinct values, each value (missing counts as one) of nearly one class."""
     limit = min(max(50, len(X) // 2), 2 * n_classes)  # more distinct values: not reported
     numeric_set = set(numeric)
+    numeric = [c for c in numeric if n_unique.get(c, 0) <= limit]
     few = [c for c in X.columns if c not in numeric_set]
     for start in range(0, len(numeric), BLOCK):  # count distinct numbers per column, vectorised
         names = numeric[start:start + BLOCK]

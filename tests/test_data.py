@@ -310,3 +310,60 @@ def test_clean_frame_keeps_numbers_in_one_block_and_the_columns_in_order():
     assert [str(out[c].dtype) for c in "abd"] == ["float64"] * 3
     floats = [b for b in out._mgr.blocks if b.dtype == float]
     assert len(floats) == 1 and sorted(floats[0].mgr_locs.as_array) == [0, 2, 3]
+
+
+def _number_columns(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Number columns of every shape the kinds depend on."""
+    def with_nan(a, at):
+        a = a.astype(float)
+        a[at] = np.nan
+        return a
+
+    inf = rng.normal(size=n)
+    inf[:3], inf[3] = np.inf, -np.inf
+    huge = rng.normal(size=n)
+    huge[:2] = 1e31
+    one = np.full(n, np.nan)
+    one[0] = 3
+    return {
+        "normal": rng.normal(size=n), "missing": with_nan(rng.normal(size=n), rng.random(n) < .3),
+        "infinite": inf, "huge": huge, "constant": np.full(n, 2.5),
+        "constant_missing": with_nan(np.full(n, 2.5), 0), "all_missing": np.full(n, np.nan),
+        "all_infinite": np.full(n, np.inf), "one_value": one,
+        "whole": rng.integers(0, 10, n).astype(float), "zero_one": rng.integers(0, 2, n).astype(float),
+        "zero_two": rng.integers(0, 2, n) * 2.0, "count": np.arange(n, dtype=float) + 7,
+        "count_missing": with_nan(np.arange(n), n // 2), "shuffled": rng.permutation(n).astype(float),
+        "repeat_last": np.r_[np.arange(n - 1), 0].astype(float), "signed_zero": np.where(
+            rng.random(n) < .5, 0.0, -0.0), "ints": rng.integers(-5, 5, n),
+        "int_count": rng.permutation(n) + 100, "row_id": rng.permutation(n) * 3,
+        "spaced": rng.permutation(n) * 3, "int_constant": np.full(n, 4),
+        "int_zero_one": rng.integers(0, 2, n), "big_ids": 10**18 + rng.permutation(n),
+        "int32": rng.integers(0, 1000, n).astype(np.int32),
+        "uint8": rng.integers(0, 255, n).astype(np.uint8),
+        "float32": rng.normal(size=n).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("n", [4, 19, 20, 21, 1_000, 30_000])
+def test_a_wide_tables_number_columns_get_the_kinds_one_by_one_inference_gives(n):
+    """automl.schema_numeric reads a wide table's number columns as blocks; each gets the
+    same ColumnInfo as infer_column gives it alone."""
+    import dataclasses
+
+    from automl.schema import infer_column
+    from automl.schema_numeric import numeric_infos
+
+    rng = np.random.default_rng(n)
+    X = pd.DataFrame({**_number_columns(n, rng),
+                      **{f"pad{i}": rng.normal(size=n) for i in range(40)}, "text": ["a"] * n})
+    known = numeric_infos(X)
+    assert set(known) == set(X.columns) - {"text"}
+    for name in known:
+        assert dataclasses.asdict(known[name]) == dataclasses.asdict(infer_column(name, X[name])), name
+    kinds = {name: known[name].kind for name in ("constant", "all_missing", "count", "row_id",
+                                                 "spaced", "zero_one", "zero_two")}
+    if n >= 20:
+        assert kinds == {"constant": "constant", "all_missing": "empty", "count": "identifier",
+                         "row_id": "identifier", "spaced": "numeric", "zero_one": "boolean",
+                         "zero_two": "numeric"}
+    assert numeric_infos(X.iloc[:, :10]) == {}  # narrow: one by one

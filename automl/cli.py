@@ -77,12 +77,13 @@ def _process_start() -> float:
 def cmd_fit(args: argparse.Namespace) -> int:
     start = _process_start()
     with interrupts.deferred():  # a Ctrl-C while importing counts once they are done: see _main
-        from automl import engine, rundir
+        # the search's modules while the table is read (automl.lean_import)
+        imported = lean_import.in_background("automl.engine", "automl.persistence",
+                                             "automl.leaderboard")
+        from automl import rundir
         from automl.config import SearchConfig
         from automl.data import prepare_target, target_name
         from automl.images import read_fit_input
-        from automl.leaderboard import leaderboard, write_csv
-        from automl.persistence import atomic_write_text, save_model, skops_io
         from automl.progress import make_progress
 
     out = Path(args.output)
@@ -97,6 +98,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     # ensemble the trials of the run it continues
     config.extra["oof_dir"] = str(out / rundir.OOF_DIR)
     df, args.target = read_fit_input(args.data, args.target, args.image_columns, config.extra)
+    with interrupts.deferred():
+        imported()
+        from automl import engine
+        from automl.leaderboard import leaderboard, write_csv
+        from automl.persistence import atomic_write_text, save_model, skops_io
     # hashed beside the column inference; a resumed run checks it before anything else
     fingerprint_of = rundir.fingerprint_in_background(df)
     if args.ignore_columns:

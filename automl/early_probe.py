@@ -17,6 +17,7 @@ the queue (not grid). The probe is never pruned, so its child never waits on the
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -82,12 +83,15 @@ def allowed(config: SearchConfig, problem: Problem, executor: Executor, *, resum
 
 def start(problem: Problem, config: SearchConfig, executor: Executor, budget: Budget, *,
           keep_folds: bool, model_dir: str | None) -> EarlyProbe | None:
-    """Submit the probe to ``executor`` now; None when the budget has no time for a trial.
+    """Start ``executor`` on ``problem`` and submit the probe to it now; None when the
+    budget has no time for a trial.
 
     Its configuration is the one :func:`automl.opening.enqueue_defaults` queues first; the
     controller compares the two before it adopts the child."""
     deadlines = budget.trial_deadlines(probe=True)
     if deadlines is None:
+        problem.clean()
+        executor.start(problem)
         return None
     learner = problem.learners[0]
     trainer = get_trainer(learner)
@@ -104,5 +108,13 @@ def start(problem: Problem, config: SearchConfig, executor: Executor, budget: Bu
         prunable=False)
     hooks = PendingHooks()
     started = time.perf_counter()
-    executor.submit(spec, hooks)
+    if problem.raw:
+        # the whole table is cleaned after this has started: the probe's child gets only
+        # its rows (the same sample), cleaned now (automl.problem)
+        executor.start(problem.first_split_part(spec.max_train_rows, spec.seed))
+        executor.submit(dataclasses.replace(spec, max_train_rows=None), hooks)
+        executor.start(problem)
+    else:
+        executor.start(problem)
+        executor.submit(spec, hooks)
     return EarlyProbe(spec=spec, started=started, hooks=hooks)

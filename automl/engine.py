@@ -31,7 +31,7 @@ from automl.exceptions import DataError
 from automl.executors import Executor, make_executor
 from automl.fidelity import reserve_floor
 from automl.final_model import FallbackModel, build_model, no_success_error
-from automl.leaks import warn_leaks
+from automl.leaks import LEAK_SAMPLE_ROWS, warn_leaks
 from automl.metrics import get_metric
 from automl.model import AutoMLModel
 from automl.opening import open_study
@@ -44,6 +44,9 @@ from automl.trial_files import prune_oof
 
 log = logging.getLogger("automl")
 KNN_MAX_ROWS = 100_000
+# rows x used columns from which the clean of the whole table waits for the probe to start
+# (2,000,000 rows x 18: 1.4 s; 500,000 x 18: 0.35 s)
+DEFER_CLEAN_CELLS = 2_000_000
 
 
 @dataclass
@@ -62,15 +65,23 @@ class FitResult:
 
 def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
                     schema: FeatureSchema | None = None) -> Problem:
-    """Infer column kinds, clean the frame, choose the metric, the learners and the splits."""
+    """Infer column kinds, clean the frame, choose the metric, the learners and the splits.
+
+    With a time budget, a table of at least :data:`DEFER_CLEAN_CELLS` is left raw: it is
+    cleaned after the probe has started (see :mod:`automl.problem`)."""
     schema = schema or infer_schema(X_raw, config.extra.get("column_kinds"))
     _report_columns(schema)
     if not schema.used:
         raise DataError("no usable feature column: every column is an identifier, constant or empty "
                         f"({', '.join(c.name + '=' + c.kind for c in schema.columns[:10])}); "
                         "add informative columns.")
-    X = clean_frame(X_raw, schema)
-    warn_leaks(X, target)
+    # (the leak check cleans the rows it looks at: all of them up to LEAK_SAMPLE_ROWS)
+    defer = bool(config.time_budget) and len(X_raw) > LEAK_SAMPLE_ROWS and \
+        len(X_raw) * len(schema.used) >= DEFER_CLEAN_CELLS
+    X = X_raw if defer else clean_frame(X_raw, schema)
+    # (on a sample of the rows, cleaned alone where the whole table is not clean yet)
+    warn_leaks(X, target, clean=(lambda part: clean_frame(part, schema, quiet=True)) if defer else None,
+               n_unique={c.name: c.n_unique for c in schema.columns})
     metric = get_metric(config.metric, target.task)
     splits = make_splits(target.y, target.task, seed=config.seed, cv=config.cv,
                          n_features=len(schema.used), time_budget=config.time_budget)
@@ -84,11 +95,11 @@ def prepare_problem(X_raw: pd.DataFrame, target: Target, config: SearchConfig,
         log.info("leaving out knn: %d rows make nearest-neighbour search too slow (--include knn "
                  "to force it)", len(X))
         learners.remove("knn")
-    if X.shape[1] > len(X):
+    if len(schema.used) > len(X):
         log.info("more columns (%d) than rows (%d): linear and tree models are regularised by the search",
-                 X.shape[1], len(X))
+                 len(schema.used), len(X))
     return Problem(X=X, y=target.y, info=info, metric=metric, splits=splits, learners=learners,
-                   classes=target.classes)
+                   classes=target.classes, raw=defer)
 
 
 def _report_columns(schema: FeatureSchema, shown: int = 4) -> None:
@@ -116,7 +127,8 @@ def _report_columns(schema: FeatureSchema, shown: int = 4) -> None:
 def _shared_preprocessing(problem: Problem, executor: Executor, config: SearchConfig,
                           budget: Budget, warm_up: Sequence[Callable[[], Any]] = (),
                           between: Callable[[], None] | None = None) -> None:
-    """Fit every preprocessing style once per fold, where trials run, so trials share it
+    """Clean the table if it is still raw, then fit every preprocessing style once per fold,
+    where trials run, so trials share it
     instead of refitting encoders and text vectorizers each time. Meanwhile, in this
     process: ``warm_up`` (work the final model needs, such as importing the model file
     writer: after the first trial has started, not before it), then ``between`` at every
@@ -129,6 +141,8 @@ def _shared_preprocessing(problem: Problem, executor: Executor, config: SearchCo
             pending.pop(0)()
         if between is not None:
             between()
+
+    problem.clean(between)  # a large table, left raw until the probe started (automl.problem)
 
     styles = sorted({style for name in problem.learners
                      if (style := trainer_class(name).style) is not None})
@@ -216,13 +230,13 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
             early = None  # the probe runs while the study opens (automl.early_probe)
             probe_early = early_probe.allowed(config, problem, executor, resume=resume,
                                               owned_storage=owned_storage)
-            if probe_early:
-                executor.start(problem)
+            if probe_early:  # (starts the executor; a large table is cleaned after it)
                 early = early_probe.start(problem, config, executor, budget,
                                           keep_folds=fold_dir is not None, model_dir=model_dir)
             study = open_study(config, problem, storage_url, study_name, resume, target_name,
                                owned=owned_storage)
             if not probe_early:
+                problem.clean()
                 executor.start(problem)
             if problem.info.text_backbone:  # the report rebuilds text features with it
                 study.set_user_attr("text_backbone", problem.info.text_backbone)

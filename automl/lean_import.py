@@ -12,11 +12,18 @@ pyarrow is hidden from pandas' import only: a later ``import pyarrow`` (Parquet,
 text backbone) still works, and pandas then backs its strings with Python objects, as it
 does wherever pyarrow is not installed. A process that imported pandas already is left
 as it is.
+
+:func:`in_background` imports the search's modules (scikit-learn and Optuna: about a
+second) in a thread while the CLI reads the table: pandas' CSV parser lets go of the
+interpreter lock while it tokenizes, so on a large file the two overlap.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 SMALL_TABLE_BYTES = 16 * 2**20  # CSV files smaller than this are read without pyarrow
@@ -52,3 +59,19 @@ def import_pandas(without_pyarrow: bool) -> bool:
     finally:
         del sys.modules["pyarrow"]
     return True
+
+
+def in_background(*names: str) -> Callable[[], None]:
+    """Import the modules ``names`` in a thread now; call what this returns to wait for it
+    (before anything forks: a thread at a fork is unsafe). A module that fails to import
+    here is imported again by the caller's own import statement, which raises its error."""
+    def work() -> None:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except BaseException:  # noqa: BLE001 - the caller's import raises it
+                return
+
+    thread = threading.Thread(target=work, name="automl-import", daemon=True)
+    thread.start()
+    return thread.join

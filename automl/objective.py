@@ -97,9 +97,10 @@ def evaluate(problem: Problem, spec: TrialSpec, reporter: Any) -> dict[str, Any]
         accelerator = SearchConfig(accelerator="auto").resolved_accelerator()
     with threadpool_limits(limits=max(1, spec.n_threads)):
         now = time.monotonic()
-        return cross_validate(problem, spec, reporter, deadline=now + spec.soft_s,
-                              accelerator=accelerator,
-                              fold_deadline=None if spec.fold_s is None else now + spec.fold_s)
+        result = cross_validate(problem, spec, reporter, deadline=now + spec.soft_s,
+                                accelerator=accelerator,
+                                fold_deadline=None if spec.fold_s is None else now + spec.fold_s)
+    return problem.widen(result)  # a part of the rows (a probe's, automl.problem): as whole
 
 
 def cross_validate(problem: Problem, spec: TrialSpec, reporter: Any, *, deadline: float,

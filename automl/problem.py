@@ -3,11 +3,21 @@ splits and the learners to try, plus the preprocessing every trial shares.
 
 Built once by :func:`automl.engine.prepare_problem`; executors hand it to every trial
 (forked children share it copy-on-write; a Ray cluster holds one copy in its object store).
+
+**A large table is cleaned after the probe has started** (issue 12: the first result within
+10% of the budget). Cleaning every row of a large table (:func:`automl.schema.clean_frame`:
+1.4 s at 2,000,000 rows x 18, 1.1 s at 5,000 x 5,000) is not needed by the probe, which
+fits one split on a sample. So :func:`automl.engine.prepare_problem` may leave ``X`` raw
+(``raw``); the probe then runs on :meth:`Problem.first_split_part`, its own rows cleaned
+alone, while this process cleans the whole table (:meth:`Problem.clean`). Cleaning is row by
+row, so the part's rows are the same as those rows of the whole cleaned table, and the
+probe's result is the same. Reading ``X`` while it is raw cleans it first: nothing sees the
+raw frame by mistake.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +28,7 @@ from automl import isolation
 from automl.config import SMALL_DATA_ROWS
 from automl.contracts import DataInfo, FitData
 from automl.metrics import Metric
+from automl.schema import clean_frame
 from automl.splits import Splits
 
 
@@ -35,6 +46,47 @@ class Problem:
     # fold index -> style -> (fitted preprocessor, transformed training part, validation part);
     # shared by every trial, since preprocessing depends only on the fold and the style
     pre_cache: dict[int, dict[str, tuple[Any, Any, Any]]] = field(default_factory=dict)
+    raw: bool = False  # X is the raw frame, cleaned by clean() (see the module's text)
+    # a part of a larger problem (first_split_part): its rows there, their count and folds
+    part_of: tuple[np.ndarray, int, int] | None = field(default=None, repr=False)
+
+    def clean(self, between: Callable[[], None] | None = None) -> None:
+        """Clean the raw ``X`` with the schema, once; ``between`` is called after each
+        column (the controller records finished trials meanwhile)."""
+        if self.raw:
+            self._X = clean_frame(self._X, self.info.schema, between=between)
+            self.raw = False
+
+    def first_split_part(self, max_rows: int | None, seed: int) -> Problem:
+        """The problem of a trial that fits only the first split, on the training rows
+        :meth:`fit_data` would sample (``max_rows``, ``seed``): just those rows and the
+        first split's validation rows, cleaned alone (quietly: the whole table's clean
+        reports what it finds). :meth:`widen` makes its result one of this problem's."""
+        tr, va = self.splits.folds[0]
+        if max_rows is not None and max_rows < len(tr):
+            tr = tr[sample_positions(self.y[tr], max_rows, seed, self.info.task.is_classification)]
+        rows = np.concatenate([tr, va])
+        X = self._X.iloc[rows]
+        if self.raw:
+            X = clean_frame(X, self.info.schema, quiet=True)
+        folds = [(np.arange(len(tr)), np.arange(len(tr), len(rows)))]
+        return Problem(X=X, y=self.y[rows], info=self.info, metric=self.metric,
+                       splits=Splits(self.splits.kind, folds), learners=self.learners,
+                       classes=self.classes, part_of=(rows, len(self.y), len(self.splits.folds)))
+
+    def widen(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A result on this part as one on the whole problem: out-of-fold predictions at the
+        rows' places (the others missing), the whole problem's number of folds."""
+        if self.part_of is None:
+            return result
+        rows, n, n_folds = self.part_of
+        oof = result.get("oof")
+        if oof is not None:
+            whole = np.full((n, *oof.shape[1:]), np.nan, dtype=oof.dtype)
+            whole[rows] = oof
+            result["oof"] = whole
+        result["n_folds"] = n_folds
+        return result
 
     def fit_data(self, fold: int | None, *, seed: int, n_threads: int, deadline: float,
                  accelerator: str = "cpu", n_iterations: int | None = None,
@@ -57,6 +109,21 @@ class Problem:
             shared = {key: (pre, take_rows(Xt, pos), Xv) for key, (pre, Xt, Xv) in shared.items()}
         return FitData(X_train=self.X.iloc[tr], y_train=self.y[tr], X_valid=self.X.iloc[va],
                        y_valid=self.y[va], preprocessed=shared, **common)
+
+
+def _features(self: Problem) -> pd.DataFrame:
+    if self.raw:
+        self.clean()
+    return self._X
+
+
+def _set_features(self: Problem, X: pd.DataFrame) -> None:
+    self._X = X  # cleaned features (the constructor sets ``raw`` after this)
+    self.raw = False
+
+
+# the cleaned features; a raw X is cleaned when first read (see the module's text)
+Problem.X = property(_features, _set_features)  # type: ignore[assignment]
 
 
 def sample_positions(y: np.ndarray, n: int, seed: int, classification: bool) -> np.ndarray:

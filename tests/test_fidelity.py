@@ -468,6 +468,9 @@ def test_a_wide_tables_probe_trains_on_fewer_rows():
     class Submitted:
         accelerator = "cpu"
 
+        def start(self, problem):
+            self.problem = problem
+
         def submit(self, spec, hooks):
             self.spec = spec
 

@@ -31,9 +31,11 @@ def warn_leaks(X: pd.DataFrame, target: Target,
                n_unique: Mapping[str, int] | None = None) -> None:
     """Warn about each column of the cleaned frame ``X`` that alone determines the target;
     or of the raw frame ``X``, whose rows the check looks at are cleaned with ``clean``.
-    ``n_unique``: distinct values of columns over all rows (the schema's), at least; a
-    classification target's check does not count again those of a column with more than
-    it reports (on 5,000 x 5,000 sorting them all took 0.4 s).
+    ``n_unique``: the schema's count of each column's distinct values over all rows; for a
+    classification target, a number column with more values than the check reports is
+    not counted again (sorting every column of 5,000 x 5,000 took 0.4 s). On a table
+    larger than the sample, a column with more values over all rows than in the sample is
+    so left out.
 
     Example:
         >>> warn_leaks(X, target)  # doctest: +SKIP

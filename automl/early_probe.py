@@ -83,15 +83,13 @@ def allowed(config: SearchConfig, problem: Problem, executor: Executor, *, resum
 
 def start(problem: Problem, config: SearchConfig, executor: Executor, budget: Budget, *,
           keep_folds: bool, model_dir: str | None) -> EarlyProbe | None:
-    """Start ``executor`` on ``problem`` and submit the probe to it now; None when the
-    budget has no time for a trial.
+    """Submit the probe to ``executor`` now and leave it started on ``problem``; None (and
+    nothing started) when the budget has no time for a trial.
 
     Its configuration is the one :func:`automl.opening.enqueue_defaults` queues first; the
     controller compares the two before it adopts the child."""
     deadlines = budget.trial_deadlines(probe=True)
     if deadlines is None:
-        problem.clean()
-        executor.start(problem)
         return None
     learner = problem.learners[0]
     trainer = get_trainer(learner)

@@ -235,7 +235,7 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                                           keep_folds=fold_dir is not None, model_dir=model_dir)
             study = open_study(config, problem, storage_url, study_name, resume, target_name,
                                owned=owned_storage)
-            if not probe_early:
+            if early is None:  # no probe started early: the table is cleaned first
                 problem.clean()
                 executor.start(problem)
             if problem.info.text_backbone:  # the report rebuilds text features with it

@@ -172,11 +172,10 @@ def infer_column(name: str, s: pd.Series) -> ColumnInfo:
         return info
     unique_ratio = n_unique / max(1, len(nonnull))
     if pd.api.types.is_numeric_dtype(s):
-        whole = nonnull.to_numpy(dtype=float)
-        integer = pd.api.types.is_integer_dtype(s) or np.array_equal(whole, np.floor(whole))
+        values = nonnull.to_numpy(dtype=float)
+        integer = pd.api.types.is_integer_dtype(s) or np.array_equal(values, np.floor(values))
         if integer and unique_ratio > 0.98 and n >= 20:
-            values = np.sort(nonnull.to_numpy(dtype=float))
-            consecutive = bool(np.all(np.diff(values) == 1))
+            consecutive = bool(np.all(np.diff(np.sort(values)) == 1))
             if _ID_NAME.search(name) or consecutive:
                 info.kind = "identifier"
                 info.note = "unique integer per row"

@@ -12,6 +12,7 @@ import argparse
 import errno
 import faulthandler
 import gc
+import importlib.util
 import json
 import logging
 import os
@@ -224,6 +225,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
                               "create it or choose another path.")
     model = load_model(args.model)
     df, shown = read_predict_input(args.data, model.schema.columns_of("image"))
+    if importlib.util.find_spec("torch") is not None:
+        # this process forks nothing, so its networks may use every core it has (a search
+        # process predicts on one thread: see automl.isolation.torch_threads)
+        from trainers.torch_estimator import TorchEstimator
+
+        TorchEstimator.predict_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
     preds = escape_formulas(pd.concat([df[shown], model.predict_frame(df)], axis=1))
     text = preds.to_csv(index=False)
     if target is None:

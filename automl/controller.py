@@ -309,6 +309,8 @@ class Controller:
             trial.set_user_attr("train_rows", int(rows))
         if result.get("stopped_at_deadline"):
             trial.set_user_attr("stopped_at_deadline", True)
+        if result.get("accelerator"):
+            trial.set_user_attr("accelerator", result["accelerator"])
         if rows and self.rows is not None and trainer_class(trial.params["learner"]).time_share \
                 and not is_probe(trial):
             self.rows.observe(trial.params["learner"], rows=int(rows),

@@ -26,7 +26,7 @@ from automl.exceptions import TrialFailed
 from automl.isolation import trim_heap
 from automl.metrics import balance_report, predict_scores
 from automl.problem import Problem
-from automl.registry import get_trainer
+from automl.registry import get_trainer, trainer_class
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,8 @@ def evaluate(problem: Problem, spec: TrialSpec, reporter: Any) -> dict[str, Any]
         result = cross_validate(problem, spec, reporter, deadline=now + spec.soft_s,
                                 accelerator=accelerator,
                                 fold_deadline=None if spec.fold_s is None else now + spec.fold_s)
+    if trainer_class(spec.learner).needs_accelerator:
+        result["accelerator"] = accelerator  # where it ran: the trial's record shows it
     return problem.widen(result)  # a part of the rows (a probe's, automl.problem): as whole
 
 

@@ -30,9 +30,9 @@ DATA = ROOT.parent / "shared" / "datasets" / "images" / "hymenoptera"
 NATIVE = {"lite0": 224, "lite1": 240, "lite2": 260}
 
 
-def split_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    labels = pd.read_csv(DATA / "labels.csv")
-    labels["path"] = [str(DATA / p) for p in labels["path"]]
+def split_tables(folder: Path, data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    labels = pd.read_csv(data / "labels.csv")
+    labels["path"] = [str(data / p) for p in labels["path"]]
     train = labels[labels["split"] == "train"][["path", "label"]].reset_index(drop=True)
     val = labels[labels["split"] == "val"][["path", "label"]].reset_index(drop=True)
     train.to_csv(folder / "train.csv", index=False)
@@ -40,19 +40,20 @@ def split_tables(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train, val
 
 
-def run_automl(folder: Path, budget: float, val: pd.DataFrame, seed: int) -> dict:
-    automl = str(Path(sys.executable).parent / "automl")
+def run_automl(folder: Path, budget: float, val: pd.DataFrame, seed: int,
+               fit_args: list[str]) -> dict:
+    automl = [sys.executable, "-m", "automl"]
     out = folder / "run"
     env = {**os.environ, "AUTOML_CACHE_DIR": str(folder / "cache")}
-    fit = [automl, "fit", str(folder / "train.csv"), "--target", "label", "--time-budget", str(budget),
-           "--output", str(out), "--seed", str(seed), "--progress", "plain"]
+    fit = [*automl, "fit", str(folder / "train.csv"), "--target", "label", "--time-budget", str(budget),
+           "--output", str(out), "--seed", str(seed), "--progress", "plain", *fit_args]
     t0 = time.monotonic()
     res = subprocess.run(fit, capture_output=True, text=True, env=env)
     fit_s = time.monotonic() - t0
     if res.returncode != 0:
         raise SystemExit(f"automl fit failed:\n{res.stderr[-3000:]}")
     t0 = time.monotonic()
-    res = subprocess.run([automl, "predict", str(out), str(folder / "val.csv"), "--output",
+    res = subprocess.run([*automl, "predict", str(out), str(folder / "val.csv"), "--output",
                           str(folder / "pred.csv")], capture_output=True, text=True, env=env)
     predict_s = time.monotonic() - t0
     if res.returncode != 0:
@@ -65,7 +66,8 @@ def run_automl(folder: Path, budget: float, val: pd.DataFrame, seed: int) -> dic
                                     if c in board.columns]]}
 
 
-def run_probe(backbone: str, train: pd.DataFrame, val: pd.DataFrame, cache: Path) -> dict:
+def run_probe(backbone: str, train: pd.DataFrame, val: pd.DataFrame, cache: Path,
+              accelerator: str) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -75,7 +77,7 @@ def run_probe(backbone: str, train: pd.DataFrame, val: pd.DataFrame, cache: Path
     os.environ["AUTOML_CACHE_DIR"] = str(cache)
     t0 = time.monotonic()
     both = pd.concat([train, val], ignore_index=True).rename(columns={"path": "image"})
-    feats = frozen_features(both, ["image"], backbone, NATIVE[backbone])
+    feats = frozen_features(both, ["image"], backbone, NATIVE[backbone], accelerator=accelerator)
     features_s = time.monotonic() - t0
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     model.fit(feats[:len(train)], train["label"])
@@ -94,25 +96,30 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=300)
     ap.add_argument("--probes", default="lite0,lite2")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", type=Path, default=DATA, help="a folder holding labels.csv (path,label,split)")
+    ap.add_argument("--fit-args", default="", help="more `automl fit` options, e.g. '--accelerator gpu'")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    if not DATA.exists():
-        raise SystemExit(f"{DATA} is absent; the benchmark needs ../shared/datasets/images/hymenoptera")
+    if not args.data.exists():
+        raise SystemExit(f"{args.data} is absent; the benchmark needs ../shared/datasets/images/hymenoptera")
     import torch
 
     torch.set_num_threads(1)
+    gpu = torch.cuda.is_available()  # the probes' features on the GPU when there is one
+    device = f"GPU {torch.cuda.get_device_name(0)}" if gpu else "no GPU"
     command = "python benchmarks/image_benchmark.py " + shlex.join(sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="automl-imgbench-") as tmp:
         folder = Path(tmp)
-        train, val = split_tables(folder)
-        probes = {b: run_probe(b, train, val, folder / f"probe-cache-{b}") for b in args.probes.split(",")}
-        auto = run_automl(folder, args.budget, val, args.seed)
+        train, val = split_tables(folder, args.data.resolve())
+        probes = {b: run_probe(b, train, val, folder / f"probe-cache-{b}", "gpu" if gpu else "cpu")
+                  for b in args.probes.split(",")}
+        auto = run_automl(folder, args.budget, val, args.seed, shlex.split(args.fit_args))
     lines = [
         "# Images: automl against a linear probe on frozen features (hymenoptera)", "",
         f"Command: `{command}`", "",
         f"Data: hymenoptera, {len(train)} training and {len(val)} validation images (2 classes; "
         "the split of labels.csv). Machine: "
-        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, no GPU; load "
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {device}; load "
         f"average at the end {os.getloadavg()[0]:.1f} (other work on the machine slows every row).",
         "", "| system | val accuracy | time s | notes |", "|---|---|---|---|",
         f"| automl, `--time-budget {args.budget:g}` | {auto['accuracy']:.4f} | {auto['fit_s']:.0f} fit "
@@ -120,7 +127,7 @@ def main() -> None:
     ]
     for b, p in probes.items():
         lines.append(f"| linear probe, {b} at {NATIVE[b]} px | {p['accuracy']:.4f} | {p['total_s']:.0f} "
-                     f"| features {p['features_s']:.0f} s (train + val, 1 thread) |")
+                     f"| features {p['features_s']:.0f} s (train + val, {'GPU' if gpu else '1 thread'}) |")
     lines += ["", "automl's leaderboard (top 8; score = cross-validated ROC AUC on the training images):", "",
               *_markdown(auto["board"]), ""]
     text = "\n".join(lines)

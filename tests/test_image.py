@@ -196,6 +196,54 @@ def test_probe_features_are_cached_once_and_match_the_saved_network(image_dir, f
     assert data.metric(data.y_valid, remembered, 2) > 0.5
 
 
+def test_an_ensembles_probes_share_one_feature_pass_when_predicting(image_dir, monkeypatch, tmp_path):
+    """Two saved probes on one backbone: predicting with both reads the images and runs the
+    body once; a fine-tuned body, another resolution or a changed image file runs again."""
+    import pickle
+
+    import trainers.image_backbone as ib
+    from trainers.image_trainers import ImageProbeTrainer, ImageTrainer
+
+    data = _problem(image_dir)
+    probes = [pickle.loads(pickle.dumps(ImageProbeTrainer().fit(
+        {"backbone": "lite0", "resolution": 64, "C": c}, data, Recorder()).estimator)) for c in (0.1, 10.0)]
+    tuned = pickle.loads(pickle.dumps(ImageTrainer().fit(
+        {"backbone": "lite0", "resolution": 64, "unfreeze": 1, "lr_head": 3e-3, "lr_body": 3e-3,
+         "augment": 0.0, "epochs": 1, "batch_size": 4}, data, Recorder()).estimator))
+    other = pickle.loads(pickle.dumps(ImageProbeTrainer().fit(
+        {"backbone": "lite0", "resolution": 96, "C": 1.0}, data, Recorder()).estimator))
+    calls = []
+    original = ib.pooled_features
+    monkeypatch.setattr(ib, "pooled_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    X = data.X_valid
+    first = probes[0].predict_proba(X)
+    n = len(calls)
+    second = probes[1].predict_proba(X)
+    assert n > 0 and len(calls) == n  # the second probe reused the first one's features
+    import torch
+
+    with torch.inference_mode():  # and its output is what a pass through its own network gives
+        own = np.concatenate([ib.forward(probes[1].network(), torch.from_numpy(
+            ib.eval_batch(X, ["image"], 64, s, s + 4))).float().numpy() for s in range(0, len(X), 4)])
+    np.testing.assert_allclose(probes[1].logits(X), own, atol=1e-4)
+    assert not np.allclose(first, second)
+    for est in (tuned, other):
+        before = len(calls)
+        est.predict_proba(X)
+        assert len(calls) > before
+    copy = tmp_path / "copy.png"  # a changed file (same path, new contents) is read again
+    copy.write_bytes((image_dir / "red" / "0.png").read_bytes())
+    X2 = pd.DataFrame({"image": [str(copy)]})
+    probes[0].predict_proba(X2)
+    before = len(calls)
+    probes[1].predict_proba(X2)
+    assert len(calls) == before
+    copy.write_bytes((image_dir / "blue" / "1.png").read_bytes())
+    os.utime(copy, ns=(1, 1))
+    probes[1].predict_proba(X2)
+    assert len(calls) > before
+
+
 def test_finetune_trains_reports_and_predicts(image_dir):
     from trainers.image_trainers import ImageTrainer
 

@@ -12,6 +12,7 @@ in its architecture.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ WEIGHTS_ENV = "AUTOML_IMAGE_WEIGHTS"
 FEATURE_DIM = 1280
 RESIZE_RATIO = 1.14  # resize the shorter side to this times the resolution, then centre-crop
 PREDICT_BATCH = 32
+SHARED_FEATURES_MB = 128  # pooled features kept for the next member with the same body
 DEPENDENCIES = ("torch", "lightning", "safetensors", "PIL", "efficientnet_lite_pytorch")
 
 
@@ -160,6 +162,17 @@ def to_unit_range(a: np.ndarray) -> np.ndarray:
     return np.moveaxis(a.astype(np.float32) / 127.5 - 1.0, -1, -3)
 
 
+def file_id(path: Any) -> str:
+    """An image file's path, size and modification time (what a cache of its features is keyed on)."""
+    if not isinstance(path, str) or not path:
+        return "<missing>"
+    try:
+        st = os.stat(path)
+        return f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
+    except OSError:
+        return f"{path}\0?"
+
+
 def read_for_eval(path: Any, resolution: int, row: int) -> np.ndarray:
     """The evaluation view of one image (centre crop) as uint8; a clear error when unreadable."""
     if not isinstance(path, str) or not path:
@@ -210,11 +223,42 @@ class ImageEstimator(TorchEstimator):
         if known is not None and known[0] == self._key(X):
             return known[1]
         t = torch()
-        cols, res = list(self.arch_["columns"]), int(self.arch_["resolution"])
-        chunks = []
         with torch_threads(self.predict_threads), t.inference_mode():
-            net = self.network()
-            for s in range(0, len(X), PREDICT_BATCH):
-                x = t.from_numpy(eval_batch(X, cols, res, s, s + PREDICT_BATCH))
-                chunks.append(forward(net, x).float().numpy())
-        return np.concatenate(chunks) if chunks else np.zeros((0, int(self.arch_["n_out"])))
+            feats = t.from_numpy(self._pooled(X))
+            return self.network()["head"](feats).float().numpy()
+
+    def _pooled(self, X: Any) -> np.ndarray:
+        """The pooled features ``(n, 1280 * columns)`` of the rows ``X``. An ensemble's linear
+        probes share one pretrained body: the features the last member computed are reused
+        when the body's weights, the resolution and the image files are the same."""
+        t = torch()
+        cols, res = list(self.arch_["columns"]), int(self.arch_["resolution"])
+        files = hashlib.sha256()
+        for c in cols:
+            for p in X[c].tolist():
+                files.update(file_id(p).encode("utf-8", "surrogateescape") + b"\n")
+        key = (self._body_digest(), res, tuple(cols), files.hexdigest())
+        if _SHARED.get("key") == key:
+            return _SHARED["features"]
+        net, chunks = self.network(), []
+        for s in range(0, len(X), PREDICT_BATCH):
+            x = t.from_numpy(eval_batch(X, cols, res, s, s + PREDICT_BATCH))
+            b, k = x.shape[:2]
+            chunks.append(pooled_features(net["backbone"], x.flatten(0, 1)).reshape(b, -1).float().numpy())
+        feats = (np.concatenate(chunks) if chunks else np.zeros((0, FEATURE_DIM * len(cols)), dtype=np.float32))
+        _SHARED.clear()
+        if feats.nbytes <= SHARED_FEATURES_MB * 2**20:
+            _SHARED.update(key=key, features=feats)
+        return feats
+
+    def _body_digest(self) -> str:
+        """A digest of the backbone's weights (the same for every probe on one backbone)."""
+        if getattr(self, "_digest", None) is None:
+            h = hashlib.sha256(str(self.arch_["backbone"]).encode())
+            for name, tensor in sorted(self.network()["backbone"].state_dict().items()):
+                h.update(name.encode() + b"\0" + tensor.detach().cpu().numpy().tobytes())
+            self._digest = h.hexdigest()
+        return self._digest
+
+
+_SHARED: dict[str, Any] = {}  # the last features computed (key, features): see ImageEstimator._pooled

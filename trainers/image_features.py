@@ -30,6 +30,7 @@ from trainers.image_backbone import (
     FEATURE_DIM,
     build_network,
     eval_batch,
+    file_id,
     pooled_features,
     torch,
 )
@@ -42,37 +43,32 @@ def cache_root(extra: dict[str, Any] | None = None) -> Path:
     return disk_cache.cache_root((extra or {}).get("cache_dir")) / "image-features"
 
 
-def _file_id(path: Any) -> str:
-    if not isinstance(path, str) or not path:
-        return "<missing>"
-    try:
-        st = os.stat(path)
-        return f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
-    except OSError:
-        return f"{path}\0?"
-
-
 def chunk_key(backbone: str, resolution: int, paths: Sequence[Any]) -> str:
     h = hashlib.sha256(f"{FORMAT}\0{backbone}\0{resolution}".encode())
     for p in paths:
-        h.update(_file_id(p).encode("utf-8", "surrogateescape") + b"\n")
+        h.update(file_id(p).encode("utf-8", "surrogateescape") + b"\n")
     return h.hexdigest()[:32]
 
 
-def _compute(net: Any, paths: list[Any], resolution: int, batch: int = 32) -> np.ndarray:
+def _compute(net: Any, paths: list[Any], resolution: int, device: str = "cpu",
+             batch: int = 32) -> np.ndarray:
+    """Pooled features of ``paths`` in float32, on ``device`` (``cuda``: the same numbers up to
+    float rounding, so the cache does not depend on where a chunk was computed)."""
     t = torch()
     frame = pd.DataFrame({"p": paths})
     out = []
     with t.inference_mode():
         for s in range(0, len(paths), batch):
             x = t.from_numpy(eval_batch(frame, ["p"], resolution, s, s + batch))[:, 0]
-            out.append(pooled_features(net["backbone"], x).float().numpy())
+            feats = pooled_features(net["backbone"], x.to(device, non_blocking=True))
+            out.append(feats.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), dtype=np.float32)
 
 
 def frozen_features(frame: pd.DataFrame, columns: Sequence[str], backbone: str, resolution: int,
-                    extra: dict[str, Any] | None = None) -> np.ndarray:
+                    extra: dict[str, Any] | None = None, accelerator: str = "cpu") -> np.ndarray:
     """Pooled pretrained features of every row: ``(len(frame), 1280 * len(columns))`` float32.
+    Chunks not in the cache are computed on the GPU when ``accelerator`` is ``gpu``.
 
     Example:
         >>> frozen_features(X, ["image"], "lite0", 224).shape  # doctest: +SKIP
@@ -81,6 +77,7 @@ def frozen_features(frame: pd.DataFrame, columns: Sequence[str], backbone: str, 
     values = [frame[c].tolist() for c in columns]
     distinct = sorted({v if isinstance(v, str) else "" for col in values for v in col})
     root = cache_root(extra)
+    device = "cuda" if accelerator == "gpu" else "cpu"
     net = None
     table: dict[str, np.ndarray] = {}
     for s in range(0, len(distinct), CHUNK):
@@ -95,7 +92,8 @@ def frozen_features(frame: pd.DataFrame, columns: Sequence[str], backbone: str, 
                     if net is None:
                         net = build_network({"backbone": backbone, "resolution": resolution,
                                              "columns": ["p"], "n_out": 1}, pretrained=True).eval()
-                    feats = _compute(net, chunk, resolution)
+                        net.to(device)
+                    feats = _compute(net, chunk, resolution, device)
                     _save(path, feats)
         table.update(zip(chunk, feats))
     blocks = [np.stack([table[v if isinstance(v, str) else ""] for v in col]) if col else

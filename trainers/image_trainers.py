@@ -107,7 +107,7 @@ class ImageProbeTrainer(_ImageLearner):
         backbone, res = str(params["backbone"]), int(params["resolution"])
         parts = [data.X_train] + ([data.X_valid] if data.X_valid is not None else [])
         with torch_threads(data.n_threads):  # one thread in the search process (see torch_threads)
-            feats = frozen_features(pd.concat(parts), cols, backbone, res, data.extra)
+            feats = frozen_features(pd.concat(parts), cols, backbone, res, data.extra, data.accelerator)
         n = len(data.X_train)
         mean, scale = feats[:n].mean(axis=0), feats[:n].std(axis=0) + 1e-6
         z = (feats - mean) / scale

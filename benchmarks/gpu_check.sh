@@ -8,6 +8,7 @@
 #
 # Usage, from the repository root: OUT=results-folder benchmarks/gpu_check.sh [IMAGES]
 #   IMAGES: a folder holding hymenoptera's labels.csv (default ../shared/datasets/images/hymenoptera).
+#   STEPS: which of the steps to run (default "pytest images throughput").
 # Where the machine's Python lacks our packages (a GPU image without a package index),
 # put their wheels in .whl/: when it cannot import optuna, they are installed into it first.
 # The interpreter is $PYTHON (default python3); it must have torch with CUDA.
@@ -15,6 +16,7 @@ set -u
 OUT=${OUT:?set OUT to a folder for the results}
 IMAGES=${1:-../shared/datasets/images/hymenoptera}
 PY=${PYTHON:-python3}
+STEPS=" ${STEPS:-pytest images throughput} "
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" >/dev/null && ! "$PY" -c 'import optuna' 2>/dev/null; then
@@ -43,22 +45,21 @@ cat "$OUT/env.txt"
 
 step() {  # name, seconds, command...
   local name=$1 limit=$2; shift 2
+  [[ $STEPS == *" $name "* ]] || return 0
   local t0=$SECONDS
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
+  tail -n 25 "$OUT/$name.log"
   echo "$name: rc=$rc in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
 }
 
 step pytest 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider -rs tests/test_gpu.py
-tail -n 15 "$OUT/pytest.log"
 if [ -d "$IMAGES" ]; then
   step images 170 "$PY" benchmarks/image_benchmark.py --data "$IMAGES" --probes lite0 --budget 90 \
     --fit-args "--accelerator gpu" --out "$OUT/images.md"
-  tail -n 25 "$OUT/images.log"
 else
   echo "images: skipped ($IMAGES is absent)" | tee -a "$OUT/steps.txt"
 fi
 step throughput 150 "$PY" benchmarks/gpu_throughput.py --rows 20000 --epochs 3 \
   --batch-sizes 256,1024,4096 --threads "1,$(nproc)" --repeats 3 --out "$OUT/gpu_throughput.md"
-tail -n 12 "$OUT/throughput.log"
 cat "$OUT/steps.txt"

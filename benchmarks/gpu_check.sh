@@ -16,6 +16,7 @@ set -u
 OUT=${OUT:?set OUT to a folder for the results}
 IMAGES=${1:-../shared/datasets/images/hymenoptera}
 PY=${PYTHON:-python3}
+case $PY in */*) PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;; esac  # absolute, not resolved (a venv's link stays)
 STEPS=" ${STEPS:-pytest images throughput} "
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"

@@ -238,17 +238,16 @@ class ImageEstimator(TorchEstimator):
             for p in X[c].tolist():
                 files.update(file_id(p).encode("utf-8", "surrogateescape") + b"\n")
         key = (self._body_digest(), res, tuple(cols), files.hexdigest())
-        if _SHARED.get("key") == key:
-            return _SHARED["features"]
+        last = _SHARED[0]  # (key, features), replaced whole: safe to read from any thread
+        if last is not None and last[0] == key:
+            return last[1]
         net, chunks = self.network(), []
         for s in range(0, len(X), PREDICT_BATCH):
             x = t.from_numpy(eval_batch(X, cols, res, s, s + PREDICT_BATCH))
             b, k = x.shape[:2]
             chunks.append(pooled_features(net["backbone"], x.flatten(0, 1)).reshape(b, -1).float().numpy())
         feats = (np.concatenate(chunks) if chunks else np.zeros((0, FEATURE_DIM * len(cols)), dtype=np.float32))
-        _SHARED.clear()
-        if feats.nbytes <= SHARED_FEATURES_MB * 2**20:
-            _SHARED.update(key=key, features=feats)
+        _SHARED[0] = (key, feats) if feats.nbytes <= SHARED_FEATURES_MB * 2**20 else None
         return feats
 
     def _body_digest(self) -> str:
@@ -261,4 +260,4 @@ class ImageEstimator(TorchEstimator):
         return self._digest
 
 
-_SHARED: dict[str, Any] = {}  # the last features computed (key, features): see ImageEstimator._pooled
+_SHARED: list[tuple[tuple, np.ndarray] | None] = [None]  # the last features: ImageEstimator._pooled

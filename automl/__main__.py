@@ -5,4 +5,5 @@ import sys
 
 from automl.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # (imported, as the docstring tests do, it runs nothing)
+    sys.exit(main())

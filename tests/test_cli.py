@@ -136,3 +136,14 @@ def test_fit_leaves_the_openmp_wait_policy_to_the_user(tmp_path):
                   "--include", "envprobe", "--n-trials", "1", env=env)
     assert res.returncode == 0, res.stderr
     assert probe.read_text() == "ACTIVE"
+
+
+def test_python_dash_m_automl_is_the_same_command():
+    """`python -m automl` (an environment without the `automl` script on its PATH)."""
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "automl", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and res.stdout.startswith("automl "), res.stderr
+    res = subprocess.run([sys.executable, "-m", "automl", "fit"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "required: data" in res.stderr

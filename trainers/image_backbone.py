@@ -131,6 +131,20 @@ def pooled_features(backbone: Any, x: Any, checkpointing: bool = False) -> Any:
     return h.mean(dim=(2, 3))
 
 
+def pooled_rows(backbone: Any, frame: Any, columns: Sequence[str], resolution: int,
+                device: str = "cpu", batch: int = PREDICT_BATCH) -> np.ndarray:
+    """Pooled features ``(rows, 1280 * columns)`` in float32 of the image ``columns`` of
+    ``frame``, read in batches (centre crops) and run on ``device``."""
+    t = torch()
+    chunks = []
+    with t.inference_mode():
+        for s in range(0, len(frame), batch):
+            x = t.from_numpy(eval_batch(frame, columns, resolution, s, s + batch))
+            feats = pooled_features(backbone, x.flatten(0, 1).to(device, non_blocking=True))
+            chunks.append(feats.reshape(x.shape[0], -1).float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, FEATURE_DIM * len(columns)), dtype=np.float32)
+
+
 def forward(net: Any, images: Any, checkpointing: bool = False) -> Any:
     """Logits for ``images`` of shape ``(batch, n_columns, 3, H, W)``."""
     b, k = images.shape[:2]
@@ -171,6 +185,13 @@ def file_id(path: Any) -> str:
         return f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
     except OSError:
         return f"{path}\0?"
+
+
+def hash_files(h: Any, paths: Sequence[Any]) -> Any:
+    """``h`` (a hashlib object) updated with each path's :func:`file_id`."""
+    for p in paths:
+        h.update(file_id(p).encode("utf-8", "surrogateescape") + b"\n")
+    return h
 
 
 def read_for_eval(path: Any, resolution: int, row: int) -> np.ndarray:
@@ -231,22 +252,13 @@ class ImageEstimator(TorchEstimator):
         """The pooled features ``(n, 1280 * columns)`` of the rows ``X``. An ensemble's linear
         probes share one pretrained body: the features the last member computed are reused
         when the body's weights, the resolution and the image files are the same."""
-        t = torch()
         cols, res = list(self.arch_["columns"]), int(self.arch_["resolution"])
-        files = hashlib.sha256()
-        for c in cols:
-            for p in X[c].tolist():
-                files.update(file_id(p).encode("utf-8", "surrogateescape") + b"\n")
+        files = hash_files(hashlib.sha256(), [p for c in cols for p in X[c].tolist()])
         key = (self._body_digest(), res, tuple(cols), files.hexdigest())
         last = _SHARED[0]  # (key, features), replaced whole: safe to read from any thread
         if last is not None and last[0] == key:
             return last[1]
-        net, chunks = self.network(), []
-        for s in range(0, len(X), PREDICT_BATCH):
-            x = t.from_numpy(eval_batch(X, cols, res, s, s + PREDICT_BATCH))
-            b, k = x.shape[:2]
-            chunks.append(pooled_features(net["backbone"], x.flatten(0, 1)).reshape(b, -1).float().numpy())
-        feats = (np.concatenate(chunks) if chunks else np.zeros((0, FEATURE_DIM * len(cols)), dtype=np.float32))
+        feats = pooled_rows(self.network()["backbone"], X, cols, res)
         _SHARED[0] = (key, feats) if feats.nbytes <= SHARED_FEATURES_MB * 2**20 else None
         return feats
 

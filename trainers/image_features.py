@@ -26,14 +26,7 @@ import pandas as pd
 from automl import disk_cache
 from automl.disk_cache import locked
 
-from trainers.image_backbone import (
-    FEATURE_DIM,
-    build_network,
-    eval_batch,
-    file_id,
-    pooled_features,
-    torch,
-)
+from trainers.image_backbone import FEATURE_DIM, build_network, hash_files, pooled_rows
 
 CHUNK = 64  # images per cache file: a trial killed mid-way keeps what it finished
 FORMAT = "pooled-v1"  # bump when the pixels or the pooling change
@@ -44,25 +37,7 @@ def cache_root(extra: dict[str, Any] | None = None) -> Path:
 
 
 def chunk_key(backbone: str, resolution: int, paths: Sequence[Any]) -> str:
-    h = hashlib.sha256(f"{FORMAT}\0{backbone}\0{resolution}".encode())
-    for p in paths:
-        h.update(file_id(p).encode("utf-8", "surrogateescape") + b"\n")
-    return h.hexdigest()[:32]
-
-
-def _compute(net: Any, paths: list[Any], resolution: int, device: str = "cpu",
-             batch: int = 32) -> np.ndarray:
-    """Pooled features of ``paths`` in float32, on ``device`` (``cuda``: the same numbers up to
-    float rounding, so the cache does not depend on where a chunk was computed)."""
-    t = torch()
-    frame = pd.DataFrame({"p": paths})
-    out = []
-    with t.inference_mode():
-        for s in range(0, len(paths), batch):
-            x = t.from_numpy(eval_batch(frame, ["p"], resolution, s, s + batch))[:, 0]
-            feats = pooled_features(net["backbone"], x.to(device, non_blocking=True))
-            out.append(feats.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM), dtype=np.float32)
+    return hash_files(hashlib.sha256(f"{FORMAT}\0{backbone}\0{resolution}".encode()), paths).hexdigest()[:32]
 
 
 def frozen_features(frame: pd.DataFrame, columns: Sequence[str], backbone: str, resolution: int,
@@ -93,7 +68,10 @@ def frozen_features(frame: pd.DataFrame, columns: Sequence[str], backbone: str, 
                         net = build_network({"backbone": backbone, "resolution": resolution,
                                              "columns": ["p"], "n_out": 1}, pretrained=True).eval()
                         net.to(device)
-                    feats = _compute(net, chunk, resolution, device)
+                    # (on a GPU: the same numbers up to float rounding, so the cache
+                    # does not depend on where a chunk was computed)
+                    feats = pooled_rows(net["backbone"], pd.DataFrame({"p": chunk}), ["p"],
+                                        resolution, device)
                     _save(path, feats)
         table.update(zip(chunk, feats))
     blocks = [np.stack([table[v if isinstance(v, str) else ""] for v in col]) if col else

@@ -10,12 +10,21 @@ messages of their own so that neither side holds them twice:
   out-of-band buffers: each is sent from the array's own memory and read into one new
   buffer that the unpickled array then uses. The shared preprocessing of flights (262,000
   rows, two styles) is 122 MB: as one pickle, the child held it twice and the parent too.
+
+While a result travels, the two processes together hold it about once, not twice:
+:func:`send` lets each part go in the child as soon as it is sent (the result's other
+references are gone by then), and :func:`receive` reads each array straight into its
+buffer (``Connection.recv_bytes_into`` first reads a message whole into a ``BytesIO``, then
+copies it). The shared preprocessing of adult (39,000 rows, 160 MB) used to peak at 608 MB
+of PSS for the run while it crossed, against 440 MB before and after.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import pickle
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,13 +69,62 @@ def receive(conn: Any) -> tuple[str, Any]:
         buffers = []
         for size in message.sizes:  # writable, unlike bytes: the arrays built on them are too
             buffers.append(buf := np.empty(size, dtype=np.uint8))
-            conn.recv_bytes_into(buf)
+            _recv_into(conn, buf)
         message = pickle.loads(data, buffers=buffers)
         del data
     status, payload = message
     if isinstance(payload, _Blobs):
         payload = {**payload.value, **{key: conn.recv_bytes() for key in payload.keys}}
     return status, payload
+
+
+def send(conn: Any, messages: list[bytes | memoryview]) -> None:
+    """Send ``messages`` (from :func:`result_messages`) in order, emptying the list as it
+    goes: a part whose last reference was in it is freed once sent, so the child's memory
+    falls while the parent's grows. The caller drops its own references to the result first."""
+    from automl.isolation import trim_heap
+
+    while messages:
+        message = messages.pop(0)
+        conn.send_bytes(message)
+        large = len(message) >= BLOB_BYTES
+        del message
+        if large:
+            trim_heap()  # a freed block below glibc's (raised) mmap threshold stays in the heap
+
+
+def _recv_into(conn: Any, buf: np.ndarray) -> None:
+    """``conn.recv_bytes_into(buf)`` for a message of exactly ``buf.nbytes`` bytes, read from
+    the pipe straight into ``buf`` (the same wire format: a 4-byte size, or -1 and 8 bytes)."""
+    readv = getattr(os, "readv", None)
+    try:
+        fd = conn.fileno()
+    except (AttributeError, OSError):
+        fd = None
+    if readv is None or fd is None or type(conn).__name__ != "Connection":
+        conn.recv_bytes_into(buf)
+        return
+    size, = struct.unpack("!i", _read_exact(fd, 4))
+    if size == -1:
+        size, = struct.unpack("!Q", _read_exact(fd, 8))
+    if size != buf.nbytes:
+        raise EOFError(f"expected a message of {buf.nbytes} bytes, the child sent {size}")
+    view = memoryview(buf).cast("B")
+    while view.nbytes:
+        n = readv(fd, [view])
+        if n == 0:
+            raise EOFError("the child closed the pipe in the middle of a message")
+        view = view[n:]
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            raise EOFError("the child closed the pipe")
+        data += chunk
+    return data
 
 
 def _out_of_band(arrays: list[memoryview], buf: pickle.PickleBuffer) -> bool:

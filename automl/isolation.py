@@ -209,11 +209,10 @@ def _child_main(conn: Any, fn: Callable[[], Any], mem_cap_mb: float | None,
             result = ("failed", (str(reason)[:1000], traceback.format_exc(limit=20)))
     sent = False
     try:
-        status, value = result
-        messages = child_messages.result_messages(status, value)
+        messages = child_messages.result_messages(*result)
+        del result  # the messages hold the large parts alone now: each goes once it is sent
         sent = True
-        for message in messages:
-            conn.send_bytes(message)
+        child_messages.send(conn, messages)
     except Exception as exc:  # noqa: BLE001
         if not sent:  # once sending began, the parent is reading: it sees the pipe close instead
             conn.send_bytes(pickle.dumps(("failed", (f"result could not be sent: {exc}", "")),

@@ -125,6 +125,48 @@ def test_a_childs_large_arrays_travel_out_of_band_and_arrive_whole_and_writable(
     assert max(sizes) < 2 * BLOB_BYTES, sizes  # 46.8 MB when the 3 to 13 MB arrays were in it
 
 
+def test_each_large_part_of_a_childs_result_is_let_go_once_sent():
+    """While a result crosses, the child's memory falls as the parent's grows: an array
+    whose last reference was the message list is freed right after its own send."""
+    from automl.child_messages import BLOB_BYTES, result_messages, send
+
+    value = {"a": np.ones(BLOB_BYTES), "b": np.zeros(BLOB_BYTES), "model": b"m" * BLOB_BYTES}
+    alive = [weakref.ref(value["a"]), weakref.ref(value["b"])]
+    messages = result_messages("ok", value)
+    del value
+    seen: list[list[bool]] = []
+
+    class Conn:
+        def send_bytes(self, message):
+            seen.append([ref() is not None for ref in alive])
+
+    send(Conn(), messages)
+    assert messages == []
+    # header, pickle, a, b, model: "a" is gone before "b" is sent, "b" before the model
+    assert seen == [[True, True], [True, True], [True, True], [False, True], [False, False]]
+
+
+def test_the_parent_reads_a_large_array_straight_into_its_buffer():
+    """``Connection.recv_bytes_into`` reads a message whole into a BytesIO, then copies it:
+    the parent would briefly hold each array twice (the shared preprocessing of a table is
+    hundreds of MB)."""
+    import tracemalloc
+
+    from automl.isolation import run_isolated
+
+    size = 48 * 2**20
+    tracemalloc.start()
+    try:
+        outcome = run_isolated(lambda: {"X": np.arange(size // 8, dtype=np.float64)},
+                               deadline=time.monotonic() + 60, mem_cap_mb=None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert outcome.status == "ok", outcome
+    assert outcome.value["X"][-1] == size // 8 - 1
+    assert peak < 1.25 * size, peak / 2**20  # 2 x when read through a BytesIO
+
+
 class _TrackedLogistic(LogisticRegression):
     """A logistic regression that counts how many of its fitted selves are alive."""
 

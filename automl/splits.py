@@ -118,10 +118,42 @@ def make_splits(y: np.ndarray, task: Task, seed: int = 0, cv: int | str = "auto"
         folds = [(tr.astype(np.int64), va.astype(np.int64)) for tr, va in splitter.split(np.zeros(n), y)]
         return Splits("cv", folds)
     n_valid = min(int(round(n * HOLDOUT_FRACTION)), HOLDOUT_MAX_ROWS)
-    idx = np.arange(n)
-    stratify = y if strat and _can_stratify(y, 2) else None
-    tr, va = train_test_split(idx, test_size=n_valid, random_state=seed, stratify=stratify)
-    return Splits("holdout", [(np.sort(tr), np.sort(va))])
+    if strat and _can_stratify(y, 2):
+        va = stratified_sample(y, n_valid, seed)
+    else:
+        _, va = train_test_split(np.arange(n), test_size=n_valid, random_state=seed)
+    # both parts in row order, read off a mask: linear, where sorting them took 0.11 s of
+    # the 0.2 s at 2,000,000 rows (before the first trial)
+    valid = np.zeros(n, dtype=bool)
+    valid[va] = True
+    return Splits("holdout", [(np.flatnonzero(~valid), np.flatnonzero(valid))])
+
+
+def stratified_sample(y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` rows drawn at random within each class of ``y`` (class codes 0..k-1), each
+    class giving its share (rounded by largest remainder, ties to the earlier class).
+
+    What ``train_test_split(..., stratify=y)`` draws, in whole-array steps: scikit-learn's
+    collects each class's rows in Python lists, 0.7-0.9 s at 2,000,000 rows (before the
+    first trial), against about 0.15 s here.
+
+    Example:
+        >>> y = np.array([0] * 90 + [1] * 10)
+        >>> rows = stratified_sample(y, 20, seed=0)
+        >>> len(rows), int((y[rows] == 1).sum())
+        (20, 2)
+    """
+    counts = np.bincount(y)
+    exact = counts * (size / len(y))
+    take = np.floor(exact).astype(np.int64)
+    short = size - int(take.sum())
+    if short > 0:
+        take[np.argsort(take - exact, kind="stable")[:short]] += 1
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(len(y))
+    grouped = shuffled[np.argsort(y[shuffled], kind="stable")]  # by class, random within
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return np.concatenate([grouped[a:a + t] for a, t in zip(starts, take)])
 
 
 def _can_stratify(y: np.ndarray, k: int) -> bool:

@@ -259,6 +259,25 @@ def test_large_data_gets_a_stratified_holdout_of_a_fifth():
     assert np.all(np.diff(tr) > 0) and np.all(np.diff(va) > 0)  # sorted positions
 
 
+def test_a_stratified_holdout_gives_each_class_its_share_drawn_at_random():
+    from automl.splits import stratified_sample
+
+    rng = np.random.default_rng(3)
+    y = rng.choice(5, size=30_001, p=[0.5, 0.3, 0.15, 0.0499, 0.0001])
+    (tr, va), = make_splits(y, Task.MULTICLASS, cv="holdout", seed=7).folds
+    assert len(va) == 6_000 and len(tr) + len(va) == len(y)
+    assert np.array_equal(np.union1d(tr, va), np.arange(len(y)))  # every row, once
+    counts = np.bincount(y)
+    assert np.all(np.abs(np.bincount(y[va], minlength=5) - counts * 6_000 / len(y)) < 1)
+    # the same seed, the same rows; another seed, other rows of each class
+    assert np.array_equal(np.sort(stratified_sample(y, 6_000, 7)), va)
+    other = np.sort(stratified_sample(y, 6_000, 8))
+    assert np.bincount(y[other], minlength=5).tolist() == np.bincount(y[va], minlength=5).tolist()
+    assert len(np.intersect1d(other, va)) < 0.4 * len(va)  # about a fifth overlap by chance
+    # within a class the rows are spread over the whole table, not its first ones
+    assert va[y[va] == 0].max() > 0.9 * len(y) and va[y[va] == 0].min() < 0.1 * len(y)
+
+
 def test_a_budget_that_holds_k_folds_gets_cross_validation_up_to_100000_rows():
     y = np.array([0, 1] * 10_500)  # 21,000 rows
     assert make_splits(y, Task.BINARY, n_features=13, time_budget=60).kind == "holdout"  # 273,000 cells

@@ -96,14 +96,13 @@ def send(conn: Any, messages: list[bytes | memoryview]) -> None:
 def _recv_into(conn: Any, buf: np.ndarray) -> None:
     """``conn.recv_bytes_into(buf)`` for a message of exactly ``buf.nbytes`` bytes, read from
     the pipe straight into ``buf`` (the same wire format: a 4-byte size, or -1 and 8 bytes)."""
+    from multiprocessing.connection import Connection
+
     readv = getattr(os, "readv", None)
-    try:
-        fd = conn.fileno()
-    except (AttributeError, OSError):
-        fd = None
-    if readv is None or fd is None or type(conn).__name__ != "Connection":
+    if readv is None or not isinstance(conn, Connection):  # (Windows' pipes are not fds)
         conn.recv_bytes_into(buf)
         return
+    fd = conn.fileno()
     size, = struct.unpack("!i", _read_exact(fd, 4))
     if size == -1:
         size, = struct.unpack("!Q", _read_exact(fd, 8))

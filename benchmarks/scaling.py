@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -34,7 +38,7 @@ ROOT = BENCH.parent
 SHARED = ROOT.parent / "shared" / "datasets"
 sys.path.insert(0, str(BENCH))
 
-from peerbench.proc import run_limited  # noqa: E402
+from peerbench.proc import _affinity, limited_env, run_limited  # noqa: E402
 
 
 def _manifest() -> pd.DataFrame:
@@ -101,11 +105,15 @@ def _study_figures(db: Path, started_wall: float, read_only: bool = False) -> di
             "trials_per_min": len(done) / minutes, "n_trials": len(done)}
 
 
+def _fit_cmd(train: Path, target: str, task: str, budget: float, out: Path) -> list[str]:
+    return [str(Path(sys.executable).parent / "automl"), "fit", str(train), "--target", target,
+            "--task", task, "--time-budget", str(budget), "--output", str(out), "--force",
+            "--progress", "none"]
+
+
 def run_automl(train: Path, target: str, task: str, budget: float, work: Path, cores: int) -> dict:
     out = work / "automl-out"
-    cmd = [str(Path(sys.executable).parent / "automl"), "fit", str(train), "--target", target,
-           "--task", task, "--time-budget", str(budget), "--output", str(out), "--force",
-           "--progress", "none"]
+    cmd = _fit_cmd(train, target, task, budget, out)
     started = time.time()
     res = run_limited(cmd, cwd=ROOT, log_prefix=work / "automl", timeout_s=budget * 3 + 120,
                       cores=cores)
@@ -119,22 +127,11 @@ def first_trial_only(train: Path, target: str, task: str, budget: float, work: P
     """One more start of the same run, stopped as soon as its first trial completes: the
     seconds from its start to that (None: none within the budget). The process group is
     killed by its own id (it runs in a session of its own)."""
-    import os
-    import signal
-    import subprocess
-
-    from peerbench.proc import _affinity, limited_env
-
-    import shutil
-
     out = work / "first-out"
     shutil.rmtree(out, ignore_errors=True)  # (the last one's study would read as this one's)
-    cmd = [str(Path(sys.executable).parent / "automl"), "fit", str(train), "--target", target,
-           "--task", task, "--time-budget", str(budget), "--output", str(out), "--force",
-           "--progress", "none"]
     cpus = _affinity(cores)
     started = time.time()
-    popen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    popen = subprocess.Popen(_fit_cmd(train, target, task, budget, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              stdin=subprocess.DEVNULL, env=limited_env(cores), start_new_session=True,
                              preexec_fn=lambda: os.sched_setaffinity(0, cpus))
     first = None

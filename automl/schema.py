@@ -332,8 +332,7 @@ def clean_frame(X: pd.DataFrame, schema: FeatureSchema, *, check: bool = False,
         elif col.kind == "datetime":
             v = out[col.name] = _to_datetime(s)
         else:
-            str_s = s.astype("string").str.strip()
-            out[col.name] = str_s.astype(object).where(str_s.notna(), np.nan)
+            out[col.name] = _strings(s)
             continue
         if check:
             present = _present(s)
@@ -377,6 +376,17 @@ def _finite_clipped(a: np.ndarray) -> np.ndarray:
     np.minimum(a, HUGE, out=a)
     np.maximum(a, -HUGE, out=a)
     return a
+
+
+def _strings(s: pd.Series) -> pd.Series:
+    """Stripped strings (missing stays missing), each distinct value one object: a
+    categorical's 2,000,000 cells held 2,000,000 copies of a few strings (about 100 MB a
+    column), which every trial's child copied as it touched their reference counts."""
+    codes, uniques = pd.factorize(s.astype("string"))
+    stripped = pd.Series(uniques, dtype="string").str.strip()
+    again, distinct = pd.factorize(stripped)  # (' a' and 'a' are one value)
+    values = np.append(distinct.to_numpy(dtype=object)[again], np.nan)[codes]  # (-1: missing)
+    return pd.Series(values, index=s.index, name=s.name, dtype=object)
 
 
 def _present(s: pd.Series) -> np.ndarray:

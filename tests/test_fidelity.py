@@ -21,7 +21,7 @@ from automl.fidelity import RowSample
 from automl.final_model import FallbackModel, select_ensemble
 from automl.metrics import get_metric
 from automl.objective import TrialSpec, cross_validate
-from automl.problem import preprocess_folds, sample_positions
+from automl.problem import affordable_styles, preprocess_folds, sample_positions
 from automl.study import best_trials
 from automl.testing import tiny_frame
 from automl.trial_files import save_oof
@@ -477,3 +477,34 @@ def test_a_wide_tables_probe_trains_on_fewer_rows():
     executor = Submitted()
     start(problem, config, executor, budget, keep_folds=False, model_dir=None)
     assert executor.spec.max_train_rows == 2_000
+
+
+def _large_problem(rows=66_000):
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({f"x{i}": rng.normal(size=rows) for i in range(4)})
+    X["city"] = rng.choice(["north", "south", "east", "west"], size=rows)
+    X["y"] = X["x0"] * 2 + (X["city"] == "east") + rng.normal(scale=0.1, size=rows)
+    frame, t = prepare_target(X, "y")
+    return prepare_problem(frame, t, SearchConfig(n_trials=1, cv=3).validate())
+
+
+def test_a_large_tables_styles_are_shared_cheapest_first_while_they_fit_the_time(monkeypatch):
+    from automl import preprocessing
+
+    class Slow(preprocessing.FunctionTransformer):
+        def fit_transform(self, X, y=None, **kw):  # a style that takes 1 s whatever the rows
+            time.sleep(1.0)
+            return np.zeros((len(X), 1))
+
+    monkeypatch.setitem(preprocessing._STYLES, "slow", lambda schema, **kw: Slow())
+    problem = _large_problem()
+    assert len(problem.splits.folds[0][0]) > 2 * 20_000  # (timed on a sample)
+    keys = [("slow", "tfidf"), ("tree", "tfidf"), ("linear", "tfidf")]
+    # 1 s on 20,000 rows is 1 s x 1.5 x 66,000 / 20,000 = 5 s for all of them: past 3 s
+    assert sorted(affordable_styles(problem, keys, 0, time.monotonic() + 3.0)) == [
+        ("linear", "tfidf"), ("tree", "tfidf")]
+    assert affordable_styles(problem, keys, 0, time.monotonic() + 600)[-1] == ("slow", "tfidf")
+    cache = preprocess_folds(problem, ["linear", "tree"], 0, deadline=time.monotonic())
+    assert cache == {0: {}, 1: {}, 2: {}}  # nothing fits: every trial fits its own
+    small = _problem(rows=200)  # a small table: no timing, everything is tried
+    assert affordable_styles(small, keys, 0, time.monotonic()) == keys

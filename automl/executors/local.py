@@ -62,8 +62,9 @@ class LocalExecutor:
                             meanwhile: Callable[[], None] | None = None) -> None:
         problem = self.problem
         assert problem is not None
-        outcome = run_isolated(lambda: preprocess_folds(problem, styles, seed),
-                               deadline=time.monotonic() + limit_s, mem_cap_mb=self._cap(1),
+        deadline = time.monotonic() + limit_s
+        outcome = run_isolated(lambda: preprocess_folds(problem, styles, seed, deadline),
+                               deadline=deadline, mem_cap_mb=self._cap(1),
                                meanwhile=meanwhile)
         if outcome.status == "ok":
             problem.pre_cache = outcome.value

@@ -169,8 +169,9 @@ def _job_task(refs: list[Any], job: Callable[[Problem, TrialSpec], Any], spec: T
 def _preprocess_task(refs: list[Any], styles: Sequence[str], seed: int, limit_s: float,
                      custom: Sequence[type], mem_cap_mb: float | None) -> tuple[str, Any]:
     problem = _worker_problem(refs, custom)
-    child = run_isolated(lambda: preprocess_folds(problem, styles, seed),
-                         deadline=time.monotonic() + limit_s,
+    deadline = time.monotonic() + limit_s  # (this node's clock)
+    child = run_isolated(lambda: preprocess_folds(problem, styles, seed, deadline),
+                         deadline=deadline,
                          mem_cap_mb=mem_cap_mb or default_memory_cap_mb(1))
     return child.reason or child.status, (child.value if child.status == "ok" else None)
 

@@ -27,7 +27,7 @@ from automl.executors import Executor, Outcome
 from automl.fidelity import (
     GROW_FRACTION,
     RowSample,
-    final_member_estimate,
+    build_estimate,
     is_probe,
     probe_rows,
     refit_reserve,
@@ -361,7 +361,7 @@ class Controller:
                 return False
             took = time.monotonic() - t0
             # the selection runs again at the end: its time is kept as well
-            est = sum(final_member_estimate(t, self.problem, self.fold_dir) for t in trials)
+            est = build_estimate(trials, self.problem, self.fold_dir, self.budget.time_budget)
             self._plan = (candidates, est + 1.0 + took)
             log.debug("final model planned: trials %s, %.2fs to choose, %.1fs to build",
                       [t.number for t in trials], took, est)

@@ -255,6 +255,7 @@ def fit_problem(problem: Problem, config: SearchConfig, *, target_name: str,
                 raise no_success_error(study, budget, search_start + controller.preprocessing_s)
             model = build_model(problem, config, study, budget, executor, fallback.models, oof_dir,
                                 fold_dir, model_dir, lazy=lazy_members)
+            log.debug("final model built, %.1fs before the budget's end", budget.end - time.monotonic())
             if oof_dir and not tmp_dir:
                 prune_oof(oof_dir, study, problem.metric)
             keep_scratch = lazy_members

@@ -266,7 +266,10 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
                      "first split", trial.number)
             est = kept
         else:
+            t0, guess = time.monotonic(), refit_estimate(trial, problem)
             est = refit_trial(problem, config, trial, deadline, executor, model_dir)
+            log.debug("refit of trial %d took %.2fs (%.2fs expected)", trial.number,
+                      time.monotonic() - t0, guess)
         if est is None and kept is not None:
             log.warning("using trial %d's model trained on its first split instead of a refit",
                         trial.number)

@@ -144,7 +144,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
                        "storage": storage, "study_name": args.study_name,
                        "sampler": config.sampler, "pruner": config.pruner, "seed": config.seed,
                        "time_budget": config.time_budget}
+            t0 = time.monotonic()
             save_model(result.model, out, extra={"summary": summary})
+            log.debug("model saved in %.2fs, %.1fs after the process started", time.monotonic() - t0,
+                      time.monotonic() - start)
         finally:
             result.close()
         write_csv(board, out / rundir.LEADERBOARD_FILE)

@@ -32,6 +32,7 @@ from automl.fidelity import (
     probe_rows,
     refit_reserve,
     reserve_floor,
+    saving_estimate,
     trial_share,
 )
 from automl.heartbeats import Heartbeats
@@ -362,7 +363,7 @@ class Controller:
             took = time.monotonic() - t0
             # the selection runs again at the end: its time is kept as well
             est = build_estimate(trials, self.problem, self.fold_dir, self.budget.time_budget)
-            self._plan = (candidates, est + 1.0 + took)
+            self._plan = (candidates, est + saving_estimate(len(trials)) + took)
             log.debug("final model planned: trials %s, %.2fs to choose, %.1fs to build",
                       [t.number for t in trials], took, est)
         reserve = max(self._plan[1], reserve_floor(self.budget.time_budget))

@@ -137,15 +137,24 @@ class RowSample:
 # What the final model will cost (the controller keeps that much time for it)
 
 SAVE_BYTES_PER_S = 50 * 2**20  # skops writes ~100 MB/s; half that, with the checksum and the disk
+# Saving the model and the run's last files after the build: 1.2-1.4 s for 3-4 members on
+# arrhythmia and german_credit at 60 s (`--debug`: "model saved in"), then ~0.4 s to exit
+SAVE_S = 0.5
+SAVE_PER_MEMBER_S = 0.3
+
+
+def saving_estimate(n_members: int) -> float:
+    return SAVE_S + SAVE_PER_MEMBER_S * max(1, n_members)
 
 
 # A refit's time over its trial's fold fit time scaled to all rows, 42 refits on 10 tables
 # at 60 s (session 29, `--debug` logs "refit of trial N took"): boosters that stopped early
-# 0.46-1.1 (median 0.71) where the refit took 0.3 s or more, forests 0.8-1.4; each refit's
-# process adds ~0.2 s. The old rule (x 1.3, + 0.5 s) expected 2.4 times what they took,
-# and the search stopped that much early (bank_marketing: 13.6 s kept, 5.0 s used).
+# 0.46-1.1 (median 0.71) where the refit took 0.3 s or more, with 1.25 times the rows and
+# the rounds (holdout or 5 folds), so 0.57 per row and round; forests 0.8-1.4; each
+# refit's process adds ~0.2 s. The old rule (x 1.3, + 0.5 s) expected 2.4 times what they
+# took, and the search stopped that much early (bank_marketing: 13.6 s kept, 5.0 s used).
 REFIT_OVERHEAD_S = 0.25
-EARLY_STOPPED_REFIT = 0.75
+EARLY_STOPPED_REFIT = 0.6
 SAMPLED_REFIT_MARGIN = 1.3
 
 REFIT_MAX_SHARE = 0.25  # of the budget: the most the search stops early for the final refit
@@ -164,8 +173,9 @@ def refit_reserve(ranked: Any, problem: Any, fold_dir: str | None, budget_s: flo
     log loss 0.92 with a member's first-split model, 0.83 with its refit). A total over
     ``REFIT_MAX_SHARE`` of the budget is not waited for (the best trial's first-split model
     stands in); the floor is :func:`reserve_floor`."""
-    est = sum(final_member_estimate(t, problem, fold_dir) for t in ranked[:1]) + 1.0
+    est = sum(final_member_estimate(t, problem, fold_dir) for t in ranked[:1])
     seen = {ranked[0].params.get("learner")} if ranked else set()
+    members = 1
     for t in ranked[1:]:
         if t.params.get("learner") in seen:
             continue
@@ -173,6 +183,8 @@ def refit_reserve(ranked: Any, problem: Any, fold_dir: str | None, budget_s: flo
         cost = final_member_estimate(t, problem, fold_dir)
         if cost <= CHEAP_REFIT_SHARE * budget_s:
             est += cost
+            members += 1
+    est += saving_estimate(members)
     floor = reserve_floor(budget_s)
     return est if floor < est <= REFIT_MAX_SHARE * budget_s else floor
 
@@ -207,12 +219,13 @@ def final_member_estimate(trial: Any, problem: Any, fold_dir: str | None) -> flo
 def refit_estimate(trial: Any, problem: Any) -> float:
     """Seconds a refit on all rows is expected to take: the trial's fold fit time scaled to
     all rows (from its sample of them, when it had one), with ``REFIT_OVERHEAD_S`` for the
-    refit's process. A trial that stopped early is refitted for its best rounds only, with
-    no validation set to score each round (``EARLY_STOPPED_REFIT``); a trial on a sample
-    keeps a margin (``SAMPLED_REFIT_MARGIN``) for fits that grow faster than the rows."""
+    refit's process. A trial that stopped early is refitted for its best rounds scaled to
+    all rows, as :func:`automl.final_model.refit_trial` does, with no validation set to
+    score each round (``EARLY_STOPPED_REFIT``); a trial on a sample keeps a margin
+    (``SAMPLED_REFIT_MARGIN``) for fits that grow faster than the rows."""
     per_fold = float(trial.user_attrs.get("fold_fit_time", trial.user_attrs.get("fit_time", 1.0)))
     sampled = trial.user_attrs.get("train_rows")
     scale = len(problem.y) / max(1, sampled or problem.splits.n_train_rows)
-    factor = (EARLY_STOPPED_REFIT if trial.user_attrs.get("n_iterations") else 1.0) * \
-        (SAMPLED_REFIT_MARGIN if sampled else 1.0)
-    return per_fold * scale * factor + REFIT_OVERHEAD_S
+    if trial.user_attrs.get("n_iterations"):
+        scale *= EARLY_STOPPED_REFIT * len(problem.y) / max(1, problem.splits.n_train_rows)
+    return per_fold * scale * (SAMPLED_REFIT_MARGIN if sampled else 1.0) + REFIT_OVERHEAD_S

@@ -257,8 +257,8 @@ def test_the_search_keeps_time_for_the_chosen_ensembles_refits_only(tmp_path):
 
 def test_the_final_models_estimate_keeps_no_time_for_a_refit_the_build_would_leave_out(tmp_path):
     """The time kept for the final model follows what it will do: a refit's estimate is its
-    trial's fold fit time scaled to all rows (three quarters of it for a trial that stopped
-    early, 1.3 times it for one on a sample), and a later member's refit that would take the
+    trial's fold fit time scaled to all rows (and its rounds too, at 0.6 a row and round,
+    for a trial that stopped early; 1.3 times it for one on a sample), and a later member's refit that would take the
     total past a quarter of the budget is not counted (the build leaves it out or uses its
     first-split model), where bank_marketing at 60 s kept 13 s for such a member."""
     from automl.fidelity import build_estimate, refit_estimate
@@ -277,16 +277,16 @@ def test_the_final_models_estimate_keeps_no_time_for_a_refit_the_build_would_lea
 
     stopped, plain, slow = trial(0, 1.0, n_iterations=40), trial(1, 1.0), trial(2, 20.0)
     sampled = trial(3, 1.0, train_rows=50)
-    assert refit_estimate(stopped, problem) == pytest.approx(1.0 * 1.5 * 0.75 + 0.25)
+    assert refit_estimate(stopped, problem) == pytest.approx(1.0 * 1.5 * 0.6 * 1.5 + 0.25)  # rounds scaled too
     assert refit_estimate(plain, problem) == pytest.approx(1.0 * 1.5 + 0.25)
     assert refit_estimate(sampled, problem) == pytest.approx(1.0 * 3 * 1.3 + 0.25)
     members = [stopped, plain, slow, sampled]
-    assert build_estimate(members, problem, None, 100) == pytest.approx(1.375 + 1.75 + 4.15)
+    assert build_estimate(members, problem, None, 100) == pytest.approx(1.6 + 1.75 + 4.15)
     assert build_estimate([slow, stopped], problem, None, 100) == pytest.approx(30.25)  # none left
-    assert build_estimate(members, problem, None, 1000) == pytest.approx(1.375 + 1.75 + 30.25 + 4.15)
+    assert build_estimate(members, problem, None, 1000) == pytest.approx(1.6 + 1.75 + 30.25 + 4.15)
     save_fold_models(str(tmp_path), 2, b"x" * 1000)  # kept fold models: saved, always
     assert build_estimate(members, problem, str(tmp_path), 100) == pytest.approx(
-        1.375 + 1.75 + 0.2 + 4.15, abs=1e-3)
+        1.6 + 1.75 + 0.2 + 4.15, abs=1e-3)
 
 
 def test_a_trial_another_driver_failed_as_stale_is_dropped_not_a_crash(caplog):

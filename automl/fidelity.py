@@ -197,9 +197,9 @@ def build_estimate(members: Any, problem: Any, fold_dir: str | None, budget_s: f
     budget out (or uses its first-split model), so the search does not stop for it."""
     total = 0.0
     for i, trial in enumerate(members):
-        cost = final_member_estimate(trial, problem, fold_dir)
-        bagged = fold_dir is not None and fold_models_path(fold_dir, trial.number).exists()
-        if i == 0 or bagged or total + cost <= REFIT_MAX_SHARE * budget_s:
+        bag = _bag_estimate(trial, fold_dir)
+        cost = refit_estimate(trial, problem) if bag is None else bag
+        if i == 0 or bag is not None or total + cost <= REFIT_MAX_SHARE * budget_s:
             total += cost
     return total
 
@@ -207,12 +207,18 @@ def build_estimate(members: Any, problem: Any, fold_dir: str | None, budget_s: f
 def final_member_estimate(trial: Any, problem: Any, fold_dir: str | None) -> float:
     """Seconds the final model will spend on this trial: saving its bagged fold models when
     they were kept, else refitting it on all rows."""
-    if fold_dir is not None:
-        try:
-            return fold_models_path(fold_dir, trial.number).stat().st_size / SAVE_BYTES_PER_S + 0.2
-        except OSError:
-            pass
-    return refit_estimate(trial, problem)
+    bag = _bag_estimate(trial, fold_dir)
+    return refit_estimate(trial, problem) if bag is None else bag
+
+
+def _bag_estimate(trial: Any, fold_dir: str | None) -> float | None:
+    """Seconds to save the trial's kept fold models; None when none were kept."""
+    if fold_dir is None:
+        return None
+    try:
+        return fold_models_path(fold_dir, trial.number).stat().st_size / SAVE_BYTES_PER_S + 0.2
+    except OSError:
+        return None
 
 
 def refit_estimate(trial: Any, problem: Any) -> float:

@@ -257,16 +257,16 @@ def build_model(problem: Problem, config: SearchConfig, study: optuna.Study, bud
         deadline = hard if i == 0 or not budget.time_budget else \
             min(hard, budget.end + 0.25 * (hard - budget.end))
         kept = _kept_source(fallback, trial.number)
-        if i > 0 and kept is None and time.monotonic() + refit_estimate(trial, problem) > deadline:
+        t0, guess = time.monotonic(), refit_estimate(trial, problem)
+        if i > 0 and kept is None and t0 + guess > deadline:
             log.info("no time left to refit ensemble member trial %d; leaving it out", trial.number)
             continue
         est: Any
-        if kept is not None and time.monotonic() + refit_estimate(trial, problem) > deadline:
+        if kept is not None and t0 + guess > deadline:
             log.info("no time to refit trial %d on all rows; using its model trained on the "
                      "first split", trial.number)
             est = kept
         else:
-            t0, guess = time.monotonic(), refit_estimate(trial, problem)
             est = refit_trial(problem, config, trial, deadline, executor, model_dir)
             log.debug("refit of trial %d took %.2fs (%.2fs expected)", trial.number,
                       time.monotonic() - t0, guess)
